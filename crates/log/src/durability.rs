@@ -1,0 +1,623 @@
+//! Durability off the caller's thread: a small pool of flusher threads, group commit, and the
+//! [`Durable`] future an append returns.
+//!
+//! The log's owner (a reactor thread) only writes to the page cache. Whenever an append must be
+//! durable, it records what it needs in the log's [`SyncShared`] and, unless a sync of that log
+//! is already queued or running, queues one. A flusher thread snapshots how far the log is
+//! written, fdatasyncs, then publishes the new durable offset and wakes every waiter it covers.
+//! Appends that arrive while an fdatasync runs are covered by the next one: that is the group
+//! commit, with no timer and no batching delay.
+//!
+//! Queue bound: a log is queued at most once at a time (`scheduled`), and segment deletions are
+//! one job per deleted segment, so the queue never holds more than live logs plus segments
+//! being deleted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crate::error::LogError;
+use crate::state::{LogState, StateFile};
+
+/// Synced bytes after which a flusher also advances the recovery point in `log.state`, so that
+/// recovery after a crash re-checks at most this much of the synced log.
+pub const RECOVERY_POINT_INTERVAL_BYTES: u64 = 16 << 20;
+
+/// Default number of flusher threads.
+pub const FLUSH_THREADS_DEFAULT: usize = 2;
+
+/// How far the log's owner has written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub next_offset: i64,
+    pub segment_base: i64,
+    pub segment_len: u64,
+}
+
+/// The two files of a segment.
+pub(crate) struct SegmentFiles {
+    pub log: Arc<File>,
+    pub index: Arc<File>,
+}
+
+/// The part of a log the flushers share with its owner.
+pub(crate) struct SyncShared {
+    dir: PathBuf,
+    inner: Mutex<SyncInner>,
+    /// Serialises `log.state` writes between flushers and `Log::close`.
+    state: Mutex<StateFile>,
+    /// `flush.ms`, read by the flusher's timer.
+    flush_ms: AtomicI64,
+}
+
+struct SyncInner {
+    written: Written,
+    active: SegmentFiles,
+    /// Segments that stopped being active and still need an fsync.
+    sealed: Vec<SegmentFiles>,
+    dir_dirty: bool,
+    /// Highest offset someone asked to be durable.
+    wanted: i64,
+    durable: i64,
+    /// Log start offset as the owner set it, and a counter of such changes.
+    log_start_offset: i64,
+    meta_version: u64,
+    meta_persisted: u64,
+    /// A clean shutdown asked for the full checkpoint (active index synced, state written).
+    checkpoint_wanted: bool,
+    /// Recovery point last written, and bytes synced since.
+    recovery: (i64, u64),
+    failed: Option<(PathBuf, Arc<io::Error>)>,
+    scheduled: bool,
+    timer_armed: bool,
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    offset: i64,
+    meta: u64,
+    waker: Waker,
+}
+
+impl SyncShared {
+    pub(crate) fn new(
+        dir: PathBuf,
+        state: StateFile,
+        written: Written,
+        active: SegmentFiles,
+        log_start_offset: i64,
+        recovery: (i64, u64),
+        flush_ms: i64,
+    ) -> SyncShared {
+        SyncShared {
+            dir,
+            inner: Mutex::new(SyncInner {
+                written,
+                active,
+                sealed: Vec::new(),
+                dir_dirty: false,
+                wanted: written.next_offset,
+                durable: written.next_offset,
+                log_start_offset,
+                meta_version: 0,
+                meta_persisted: 0,
+                checkpoint_wanted: false,
+                recovery,
+                failed: None,
+                scheduled: false,
+                timer_armed: false,
+                waiters: Vec::new(),
+            }),
+            state: Mutex::new(state),
+            flush_ms: AtomicI64::new(flush_ms),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SyncInner> {
+        // A flusher that panicked mid-sync leaves plain data behind; keep going with it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The error that failed the log, if any.
+    pub(crate) fn failure(&self) -> Option<LogError> {
+        self.lock()
+            .failed
+            .as_ref()
+            .map(|(path, error)| LogError::Failed {
+                cause: format!("fdatasync of {} failed: {error}", path.display()),
+            })
+    }
+
+    /// Records how far the owner has written.
+    pub(crate) fn set_written(&self, written: Written) {
+        self.lock().written = written;
+    }
+
+    /// Records a roll: the previous active files need an fsync, the directory too.
+    pub(crate) fn rolled(&self, active: SegmentFiles) {
+        let mut inner = self.lock();
+        let sealed = std::mem::replace(&mut inner.active, active);
+        inner.sealed.push(sealed);
+        inner.dir_dirty = true;
+    }
+
+    pub(crate) fn set_flush_ms(&self, flush_ms: i64) {
+        self.flush_ms.store(flush_ms, Ordering::Relaxed);
+    }
+
+    /// Asks for `offset` to become durable. Returns whether a sync job must be queued.
+    fn want(&self, offset: i64, meta: bool, checkpoint: bool) -> (bool, Durable) {
+        let mut inner = self.lock();
+        inner.wanted = inner.wanted.max(offset);
+        if meta {
+            inner.meta_version += 1;
+        }
+        inner.checkpoint_wanted |= checkpoint;
+        let target = (offset, inner.meta_version);
+        let queue = !inner.scheduled && inner.failed.is_none() && inner.has_work();
+        if queue {
+            inner.scheduled = true;
+        }
+        (queue, Durable::waiting(target.0, target.1))
+    }
+
+    /// Sets the log start offset to persist.
+    pub(crate) fn set_log_start_offset(&self, offset: i64) {
+        self.lock().log_start_offset = offset;
+    }
+
+    /// Runs one sync round. Returns whether the log needs another.
+    fn run(&self) -> bool {
+        let (written, active, active_index, sealed, dir_dirty, meta, checkpoint, log_start) = {
+            let mut inner = self.lock();
+            if inner.failed.is_some() {
+                inner.scheduled = false;
+                inner.wake(true);
+                return false;
+            }
+            let checkpoint = std::mem::take(&mut inner.checkpoint_wanted);
+            (
+                inner.written,
+                inner.active.log.clone(),
+                inner.active.index.clone(),
+                std::mem::take(&mut inner.sealed),
+                std::mem::take(&mut inner.dir_dirty),
+                inner.meta_version,
+                checkpoint,
+                inner.log_start_offset,
+            )
+        };
+        let result = self.sync_files(
+            written,
+            &active,
+            &active_index,
+            &sealed,
+            dir_dirty,
+            checkpoint,
+        );
+        let mut inner = self.lock();
+        let write_state = result.is_ok()
+            && (!sealed.is_empty()
+                || checkpoint
+                || meta > inner.meta_persisted
+                || written.segment_base != inner.recovery.0
+                || written.segment_len >= inner.recovery.1 + RECOVERY_POINT_INTERVAL_BYTES);
+        let result = result.and_then(|()| {
+            if !write_state {
+                return Ok(());
+            }
+            let state = LogState {
+                log_start_offset: log_start,
+                recovery_base: written.segment_base,
+                recovery_position: written.segment_len,
+            };
+            // Lock order: inner, then state. Nothing takes them the other way round.
+            let mut file = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let path = file.path().to_path_buf();
+            file.write(&state).map_err(|e| (path, e))
+        });
+        match result {
+            Ok(()) => {
+                inner.durable = inner.durable.max(written.next_offset);
+                if write_state {
+                    inner.meta_persisted = meta;
+                    inner.recovery = (written.segment_base, written.segment_len);
+                }
+                inner.wake(false);
+            }
+            Err((path, error)) => {
+                inner.failed = Some((path, Arc::new(error)));
+                inner.wake(true);
+            }
+        }
+        let again = inner.failed.is_none() && inner.has_work();
+        inner.scheduled = again;
+        again
+    }
+
+    fn sync_files(
+        &self,
+        written: Written,
+        active: &File,
+        active_index: &File,
+        sealed: &[SegmentFiles],
+        dir_dirty: bool,
+        checkpoint: bool,
+    ) -> Result<(), (PathBuf, io::Error)> {
+        let segment = |base: i64| crate::segment::log_path(&self.dir, base);
+        for files in sealed {
+            files.log.sync_data().map_err(|e| (self.dir.clone(), e))?;
+            files.index.sync_data().map_err(|e| (self.dir.clone(), e))?;
+        }
+        if dir_dirty {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| (self.dir.clone(), e))?;
+        }
+        active
+            .sync_data()
+            .map_err(|e| (segment(written.segment_base), e))?;
+        if checkpoint {
+            active_index
+                .sync_data()
+                .map_err(|e| (segment(written.segment_base), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl SyncInner {
+    fn has_work(&self) -> bool {
+        self.wanted > self.durable
+            || !self.sealed.is_empty()
+            || self.meta_version > self.meta_persisted
+            || self.checkpoint_wanted
+    }
+
+    /// Wakes the waiters that are satisfied, or all of them when the log failed.
+    fn wake(&mut self, all: bool) {
+        let (durable, meta) = (self.durable, self.meta_persisted);
+        self.waiters.retain(|w| {
+            let done = all || (w.offset <= durable && w.meta <= meta);
+            if done {
+                w.waker.wake_by_ref();
+            }
+            !done
+        });
+    }
+}
+
+/// Resolves when an append (or a log start offset change) is durable; fails with
+/// [`LogError::OutcomeUnknown`] if the fdatasync that should have covered it failed.
+/// `Send + 'static`: await it on any runtime, or block on it with [`Durable::wait`].
+#[must_use = "an append is acknowledged durable only once this resolves"]
+pub struct Durable {
+    state: DurableState,
+}
+
+enum DurableState {
+    Done,
+    Waiting {
+        shared: Option<Arc<SyncShared>>,
+        offset: i64,
+        meta: u64,
+    },
+}
+
+impl Durable {
+    /// Already durable (or durability not asked for).
+    pub fn ready() -> Durable {
+        Durable {
+            state: DurableState::Done,
+        }
+    }
+
+    fn waiting(offset: i64, meta: u64) -> Durable {
+        Durable {
+            state: DurableState::Waiting {
+                shared: None,
+                offset,
+                meta,
+            },
+        }
+    }
+
+    /// Whether this resolves without waiting.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, DurableState::Done)
+    }
+
+    /// Blocks the calling thread until durable. For threads that are not reactors.
+    pub fn wait(mut self) -> Result<(), LogError> {
+        struct ThreadWaker(Thread);
+        impl Wake for ThreadWaker {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(result) = Pin::new(&mut self).poll(&mut cx) {
+                return result;
+            }
+            thread::park();
+        }
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), LogError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let DurableState::Waiting {
+            shared: Some(shared),
+            offset,
+            meta,
+        } = &this.state
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut inner = shared.lock();
+        if inner.durable >= *offset && inner.meta_persisted >= *meta {
+            drop(inner);
+            this.state = DurableState::Done;
+            return Poll::Ready(Ok(()));
+        }
+        if let Some((path, error)) = &inner.failed {
+            return Poll::Ready(Err(LogError::OutcomeUnknown {
+                path: path.clone(),
+                source: error.clone(),
+            }));
+        }
+        match inner
+            .waiters
+            .iter_mut()
+            .find(|w| w.offset == *offset && w.meta == *meta && w.waker.will_wake(cx.waker()))
+        {
+            Some(_) => {}
+            None => inner.waiters.push(Waiter {
+                offset: *offset,
+                meta: *meta,
+                waker: cx.waker().clone(),
+            }),
+        }
+        Poll::Pending
+    }
+}
+
+/// A pool of flusher threads shared by many logs. Cheap to clone; the threads stop when the
+/// last clone is dropped, after finishing queued work.
+#[derive(Clone)]
+pub struct Flusher {
+    handle: Arc<FlusherHandle>,
+}
+
+struct FlusherHandle {
+    inner: Arc<FlusherInner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct FlusherInner {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timer_seq: u64,
+    shutdown: bool,
+}
+
+enum Job {
+    Sync(Arc<SyncShared>),
+    Remove(Vec<PathBuf>),
+}
+
+struct Timer {
+    due: Instant,
+    seq: u64,
+    log: Weak<SyncShared>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Timer) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Timer) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Timer) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+impl Flusher {
+    /// Starts `threads` flusher threads (at least one).
+    pub fn start(threads: usize) -> io::Result<Flusher> {
+        let inner = Arc::new(FlusherInner {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let inner = inner.clone();
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("weir-flush-{i}"))
+                    .spawn(move || inner.work())?,
+            );
+        }
+        Ok(Flusher {
+            handle: Arc::new(FlusherHandle {
+                inner,
+                threads: handles,
+            }),
+        })
+    }
+
+    fn push(&self, job: Job) {
+        let inner = &self.handle.inner;
+        inner.lock().jobs.push_back(job);
+        inner.wake.notify_one();
+    }
+
+    /// Asks for `offset` (and, with `meta`, the current log start offset) to become durable.
+    pub(crate) fn request(
+        &self,
+        log: &Arc<SyncShared>,
+        offset: i64,
+        meta: bool,
+        checkpoint: bool,
+    ) -> Durable {
+        let (queue, mut durable) = log.want(offset, meta, checkpoint);
+        if queue {
+            self.push(Job::Sync(log.clone()));
+        }
+        if let DurableState::Waiting { shared, .. } = &mut durable.state {
+            *shared = Some(log.clone());
+        }
+        durable
+    }
+
+    /// Deletes files in the background.
+    pub(crate) fn remove(&self, paths: Vec<PathBuf>) {
+        if !paths.is_empty() {
+            self.push(Job::Remove(paths));
+        }
+    }
+
+    /// Starts the `flush.ms` timer for a log unless it runs already.
+    pub(crate) fn arm_timer(&self, log: &Arc<SyncShared>) {
+        let flush_ms = log.flush_ms.load(Ordering::Relaxed);
+        if flush_ms == i64::MAX {
+            return;
+        }
+        {
+            let mut inner = log.lock();
+            if inner.timer_armed {
+                return;
+            }
+            inner.timer_armed = true;
+        }
+        let mut queue = self.handle.inner.lock();
+        queue.arm(Arc::downgrade(log), flush_ms);
+        drop(queue);
+        self.handle.inner.wake.notify_one();
+    }
+}
+
+impl Queue {
+    fn arm(&mut self, log: Weak<SyncShared>, flush_ms: i64) {
+        self.timer_seq += 1;
+        let due = Instant::now() + Duration::from_millis(flush_ms.max(1) as u64);
+        self.timers.push(Reverse(Timer {
+            due,
+            seq: self.timer_seq,
+            log,
+        }));
+    }
+}
+
+impl FlusherInner {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut queue = self.lock();
+                loop {
+                    self.fire_timers(&mut queue);
+                    if let Some(job) = queue.jobs.pop_front() {
+                        break job;
+                    }
+                    if queue.shutdown {
+                        return;
+                    }
+                    queue = match queue.timers.peek() {
+                        Some(Reverse(timer)) => {
+                            let wait = timer.due.saturating_duration_since(Instant::now());
+                            self.wake
+                                .wait_timeout(queue, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                        }
+                        None => self.wake.wait(queue).unwrap_or_else(|e| e.into_inner()),
+                    };
+                }
+            };
+            match job {
+                Job::Sync(log) => {
+                    if log.run() {
+                        self.lock().jobs.push_back(Job::Sync(log));
+                        self.wake.notify_one();
+                    }
+                }
+                Job::Remove(paths) => {
+                    for path in paths {
+                        // Already gone is fine: recovery also removes leftovers.
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a sync for every log whose `flush.ms` timer is due, and re-arms it.
+    fn fire_timers(&self, queue: &mut Queue) {
+        let now = Instant::now();
+        while queue.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
+            let Some(Reverse(timer)) = queue.timers.pop() else {
+                break;
+            };
+            let Some(log) = timer.log.upgrade() else {
+                continue;
+            };
+            let flush_ms = log.flush_ms.load(Ordering::Relaxed);
+            let mut inner = log.lock();
+            if flush_ms == i64::MAX {
+                inner.timer_armed = false;
+                continue;
+            }
+            inner.wanted = inner.wanted.max(inner.written.next_offset);
+            let queue_it = !inner.scheduled && inner.failed.is_none() && inner.has_work();
+            if queue_it {
+                inner.scheduled = true;
+            }
+            drop(inner);
+            if queue_it {
+                queue.jobs.push_back(Job::Sync(log.clone()));
+            }
+            queue.arm(timer.log, flush_ms);
+        }
+    }
+}
+
+impl Drop for FlusherHandle {
+    fn drop(&mut self) {
+        self.inner.lock().shutdown = true;
+        self.inner.wake.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
