@@ -163,3 +163,10 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// The wall clock in Kafka milliseconds, for batch timestamps that do not trigger `segment.ms`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
