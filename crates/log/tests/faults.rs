@@ -83,8 +83,7 @@ fn enospc_is_typed_leaves_the_log_consistent_and_appends_resume() {
 
     // Space comes back: appends resume at the same offset.
     std::fs::remove_file(&filler).expect("free space");
-    let mut resumed = 0;
-    for _ in 0..8 {
+    for resumed in 0..8 {
         sequence += 1;
         let mut bytes = big_batch(&mut rng, sequence);
         let appended = log.append(&mut bytes).expect("append after space returned");
@@ -93,7 +92,6 @@ fn enospc_is_typed_leaves_the_log_consistent_and_appends_resume() {
             assert_eq!(appended.base_offset, end);
         }
         acked.push((appended.base_offset, bytes));
-        resumed += 1;
     }
     log.close().expect("clean close");
     drop(flusher);
