@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, JoinHandle, Thread};
@@ -31,6 +31,11 @@ use crate::state::{LogState, StateFile};
 /// Synced bytes after which a flusher also advances the recovery point in `log.state`, so that
 /// recovery after a crash re-checks at most this much of the synced log.
 pub const RECOVERY_POINT_INTERVAL_BYTES: u64 = 16 << 20;
+
+/// Default bound on how long a sync round waits for concurrent appenders to join it: about
+/// one fdatasync on the development machine's disk, so lingering never costs more than the
+/// round it saves.
+pub const GROUP_COMMIT_LINGER_MAX_DEFAULT: Duration = Duration::from_micros(250);
 
 /// Default number of flusher threads.
 pub const FLUSH_THREADS_DEFAULT: usize = 2;
@@ -53,10 +58,14 @@ pub(crate) struct SegmentFiles {
 pub(crate) struct SyncShared {
     dir: PathBuf,
     inner: Mutex<SyncInner>,
+    /// Signalled when a waiter registers while a flusher lingers.
+    waiter_arrived: Condvar,
     /// Serialises `log.state` writes between flushers and `Log::close`.
     state: Mutex<StateFile>,
     /// `flush.ms`, read by the flusher's timer.
     flush_ms: AtomicI64,
+    /// Sync rounds completed (each is one fdatasync of the active segment, or more at a roll).
+    syncs: AtomicU64,
 }
 
 struct SyncInner {
@@ -80,6 +89,12 @@ struct SyncInner {
     scheduled: bool,
     timer_armed: bool,
     waiters: Vec<Waiter>,
+    /// Waiters the last round woke, and how many it left waiting: the next round lingers until
+    /// the woken ones are back (see `linger`).
+    woken_last: usize,
+    left_waiting: usize,
+    /// A flusher is lingering and wants to hear of every new waiter.
+    lingering: bool,
 }
 
 struct Waiter {
@@ -116,9 +131,14 @@ impl SyncShared {
                 scheduled: false,
                 timer_armed: false,
                 waiters: Vec::new(),
+                woken_last: 0,
+                left_waiting: 0,
+                lingering: false,
             }),
+            waiter_arrived: Condvar::new(),
             state: Mutex::new(state),
             flush_ms: AtomicI64::new(flush_ms),
+            syncs: AtomicU64::new(0),
         }
     }
 
@@ -150,6 +170,10 @@ impl SyncShared {
         inner.dir_dirty = true;
     }
 
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_flush_ms(&self, flush_ms: i64) {
         self.flush_ms.store(flush_ms, Ordering::Relaxed);
     }
@@ -175,10 +199,41 @@ impl SyncShared {
         self.lock().log_start_offset = offset;
     }
 
+    /// Group commit's linger: when the last round woke several waiters, the appenders are
+    /// concurrent, and the ones just woken are about to append again. Starting the next fdatasync at once would leave them for the round after, and
+    /// the appenders would settle into two alternating half-groups. So wait, at most
+    /// `linger_max`, until each woken waiter is back. A lone appender never lingers.
+    fn linger<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, SyncInner>,
+        linger_max: Duration,
+    ) -> MutexGuard<'a, SyncInner> {
+        if inner.woken_last < 2 || linger_max.is_zero() {
+            return inner;
+        }
+        let want = inner.left_waiting + inner.woken_last;
+        let deadline = Instant::now() + linger_max;
+        inner.lingering = true;
+        while inner.waiters.len() < want && inner.failed.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inner = self
+                .waiter_arrived
+                .wait_timeout(inner, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        inner.lingering = false;
+        inner
+    }
+
     /// Runs one sync round. Returns whether the log needs another.
-    fn run(&self) -> bool {
+    fn run(&self, linger_max: Duration) -> bool {
         let (written, active, active_index, sealed, dir_dirty, meta, checkpoint, log_start) = {
-            let mut inner = self.lock();
+            let inner = self.lock();
+            let mut inner = self.linger(inner, linger_max);
             if inner.failed.is_some() {
                 inner.scheduled = false;
                 inner.wake(true);
@@ -227,6 +282,7 @@ impl SyncShared {
         });
         match result {
             Ok(()) => {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 inner.durable = inner.durable.max(written.next_offset);
                 if write_state {
                     inner.meta_persisted = meta;
@@ -286,6 +342,7 @@ impl SyncInner {
     /// Wakes the waiters that are satisfied, or all of them when the log failed.
     fn wake(&mut self, all: bool) {
         let (durable, meta) = (self.durable, self.meta_persisted);
+        let before = self.waiters.len();
         self.waiters.retain(|w| {
             let done = all || (w.offset <= durable && w.meta <= meta);
             if done {
@@ -293,6 +350,8 @@ impl SyncInner {
             }
             !done
         });
+        self.woken_last = before - self.waiters.len();
+        self.left_waiting = self.waiters.len();
     }
 }
 
@@ -386,11 +445,16 @@ impl Future for Durable {
             .find(|w| w.offset == *offset && w.meta == *meta && w.waker.will_wake(cx.waker()))
         {
             Some(_) => {}
-            None => inner.waiters.push(Waiter {
-                offset: *offset,
-                meta: *meta,
-                waker: cx.waker().clone(),
-            }),
+            None => {
+                inner.waiters.push(Waiter {
+                    offset: *offset,
+                    meta: *meta,
+                    waker: cx.waker().clone(),
+                });
+                if inner.lingering {
+                    shared.waiter_arrived.notify_one();
+                }
+            }
         }
         Poll::Pending
     }
@@ -411,6 +475,7 @@ struct FlusherHandle {
 struct FlusherInner {
     queue: Mutex<Queue>,
     wake: Condvar,
+    linger_max: Duration,
 }
 
 #[derive(Default)]
@@ -450,11 +515,18 @@ impl Ord for Timer {
 }
 
 impl Flusher {
-    /// Starts `threads` flusher threads (at least one).
+    /// Starts `threads` flusher threads (at least one) with the default group-commit linger.
     pub fn start(threads: usize) -> io::Result<Flusher> {
+        Flusher::start_with(threads, GROUP_COMMIT_LINGER_MAX_DEFAULT)
+    }
+
+    /// Starts `threads` flusher threads; a sync round waits at most `linger_max` for
+    /// concurrent appenders to join it (zero: never).
+    pub fn start_with(threads: usize, linger_max: Duration) -> io::Result<Flusher> {
         let inner = Arc::new(FlusherInner {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            linger_max,
         });
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
@@ -567,7 +639,7 @@ impl FlusherInner {
             };
             match job {
                 Job::Sync(log) => {
-                    if log.run() {
+                    if log.run(self.linger_max) {
                         self.lock().jobs.push_back(Job::Sync(log));
                         self.wake.notify_one();
                     }

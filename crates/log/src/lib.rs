@@ -39,7 +39,10 @@ mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, LogConfig};
-pub use durability::{Durable, Flusher, FLUSH_THREADS_DEFAULT, RECOVERY_POINT_INTERVAL_BYTES};
+pub use durability::{
+    Durable, Flusher, FLUSH_THREADS_DEFAULT, GROUP_COMMIT_LINGER_MAX_DEFAULT,
+    RECOVERY_POINT_INTERVAL_BYTES,
+};
 pub use error::{Corruption, LogError};
 pub use log::{Appended, FileRegion, Log, LogOptions, ReadCopy, ReadSlice, Retained, TimestampHit};
 pub use recovery::RecoveryReport;

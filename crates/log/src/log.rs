@@ -236,6 +236,12 @@ impl Log {
         self.active().next_offset
     }
 
+    /// Sync rounds the flushers completed for this log since it was opened. With group commit
+    /// this grows slower than the number of appends that waited for durability.
+    pub fn syncs_completed(&self) -> u64 {
+        self.shared.syncs()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
