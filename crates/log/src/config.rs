@@ -147,6 +147,15 @@ impl LogConfig {
         ]
     }
 
+    /// Checks every setting's range, as `set` does one by one (the fields are public).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut check = LogConfig::default();
+        for (key, value) in self.entries() {
+            check.set(key, &value)?;
+        }
+        Ok(())
+    }
+
     /// True when every append must wait for fdatasync (`flush.messages=1`).
     pub fn sync_every_append(&self) -> bool {
         self.flush_messages == 1
@@ -193,5 +202,11 @@ mod tests {
             Err(ConfigError::UnknownKey("cleanup.policy".into()))
         );
         assert_eq!(config, LogConfig::default(), "failed sets change nothing");
+        let bad = LogConfig {
+            segment_bytes: 1 << 40,
+            ..LogConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        assert!(LogConfig::default().validate().is_ok());
     }
 }

@@ -81,6 +81,8 @@ struct SyncInner {
     log_start_offset: i64,
     meta_version: u64,
     meta_persisted: u64,
+    /// Files of retired segments, to unlink after the next state write.
+    removals: Vec<PathBuf>,
     /// A clean shutdown asked for the full checkpoint (active index synced, state written).
     checkpoint_wanted: bool,
     /// Recovery point last written, and bytes synced since.
@@ -119,12 +121,15 @@ impl SyncShared {
                 written,
                 active,
                 sealed: Vec::new(),
-                dir_dirty: false,
+                // The segment may have just been created: its name is made durable by the first
+                // round, before anything in it is reported durable.
+                dir_dirty: true,
                 wanted: written.next_offset,
                 durable: written.next_offset,
                 log_start_offset,
                 meta_version: 0,
                 meta_persisted: 0,
+                removals: Vec::new(),
                 checkpoint_wanted: false,
                 recovery,
                 failed: None,
@@ -194,14 +199,17 @@ impl SyncShared {
         (queue, Durable::waiting(target.0, target.1))
     }
 
-    /// Sets the log start offset to persist.
-    pub(crate) fn set_log_start_offset(&self, offset: i64) {
-        self.lock().log_start_offset = offset;
+    /// Raises the log start offset to persist, and hands over the files of segments now wholly
+    /// below it: they are unlinked, oldest first, once that log start offset is durable.
+    pub(crate) fn retire(&self, log_start_offset: i64, files: Vec<PathBuf>) {
+        let mut inner = self.lock();
+        inner.log_start_offset = log_start_offset;
+        inner.removals.extend(files);
     }
 
     /// Group commit's linger: when the last round woke several waiters, the appenders are
-    /// concurrent, and the ones just woken are about to append again. Starting the next fdatasync at once would leave them for the round after, and
-    /// the appenders would settle into two alternating half-groups. So wait, at most
+    /// concurrent, and the ones just woken are about to append again. Starting the next
+    /// fdatasync at once would leave them for the round after, and the appenders would settle into two alternating half-groups. So wait, at most
     /// `linger_max`, until each woken waiter is back. A lone appender never lingers.
     fn linger<'a>(
         &'a self,
@@ -230,8 +238,14 @@ impl SyncShared {
     }
 
     /// Runs one sync round. Returns whether the log needs another.
+    ///
+    /// Order within a round: fdatasync sealed segments and their indexes, fsync the directory
+    /// if a segment was created, fdatasync the active segment; then write `log.state` (new
+    /// recovery point and log start offset); then unlink segments retention retired. So the
+    /// recovery point never covers unsynced bytes, and a segment file disappears only after a
+    /// log start offset above it is durable. No lock is held during any of it.
     fn run(&self, linger_max: Duration) -> bool {
-        let (written, active, active_index, sealed, dir_dirty, meta, checkpoint, log_start) = {
+        let round = {
             let inner = self.lock();
             let mut inner = self.linger(inner, linger_max);
             if inner.failed.is_some() {
@@ -239,54 +253,55 @@ impl SyncShared {
                 inner.wake(true);
                 return false;
             }
+            let removals = std::mem::take(&mut inner.removals);
             let checkpoint = std::mem::take(&mut inner.checkpoint_wanted);
-            (
-                inner.written,
-                inner.active.log.clone(),
-                inner.active.index.clone(),
-                std::mem::take(&mut inner.sealed),
-                std::mem::take(&mut inner.dir_dirty),
-                inner.meta_version,
-                checkpoint,
-                inner.log_start_offset,
-            )
-        };
-        let result = self.sync_files(
-            written,
-            &active,
-            &active_index,
-            &sealed,
-            dir_dirty,
-            checkpoint,
-        );
-        let mut inner = self.lock();
-        let write_state = result.is_ok()
-            && (!sealed.is_empty()
+            let sealed = std::mem::take(&mut inner.sealed);
+            let write_state = !sealed.is_empty()
                 || checkpoint
-                || meta > inner.meta_persisted
-                || written.segment_base != inner.recovery.0
-                || written.segment_len >= inner.recovery.1 + RECOVERY_POINT_INTERVAL_BYTES);
-        let result = result.and_then(|()| {
-            if !write_state {
+                || !removals.is_empty()
+                || inner.meta_version > inner.meta_persisted
+                || inner.written.segment_base != inner.recovery.0
+                || inner.written.segment_len >= inner.recovery.1 + RECOVERY_POINT_INTERVAL_BYTES;
+            Round {
+                written: inner.written,
+                active: inner.active.log.clone(),
+                active_index: inner.active.index.clone(),
+                sealed,
+                dir_dirty: std::mem::take(&mut inner.dir_dirty),
+                meta: inner.meta_version,
+                checkpoint,
+                log_start: inner.log_start_offset,
+                removals,
+                write_state,
+            }
+        };
+        let result = self.sync_files(&round).and_then(|()| {
+            if !round.write_state {
                 return Ok(());
             }
             let state = LogState {
-                log_start_offset: log_start,
-                recovery_base: written.segment_base,
-                recovery_position: written.segment_len,
+                log_start_offset: round.log_start,
+                recovery_base: round.written.segment_base,
+                recovery_position: round.written.segment_len,
             };
-            // Lock order: inner, then state. Nothing takes them the other way round.
             let mut file = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let path = file.path().to_path_buf();
             file.write(&state).map_err(|e| (path, e))
         });
+        if result.is_ok() {
+            for path in &round.removals {
+                // Already gone is fine: recovery also removes what lies below the log start.
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let mut inner = self.lock();
         match result {
             Ok(()) => {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
-                inner.durable = inner.durable.max(written.next_offset);
-                if write_state {
-                    inner.meta_persisted = meta;
-                    inner.recovery = (written.segment_base, written.segment_len);
+                inner.durable = inner.durable.max(round.written.next_offset);
+                if round.write_state {
+                    inner.meta_persisted = inner.meta_persisted.max(round.meta);
+                    inner.recovery = (round.written.segment_base, round.written.segment_len);
                 }
                 inner.wake(false);
             }
@@ -300,41 +315,44 @@ impl SyncShared {
         again
     }
 
-    fn sync_files(
-        &self,
-        written: Written,
-        active: &File,
-        active_index: &File,
-        sealed: &[SegmentFiles],
-        dir_dirty: bool,
-        checkpoint: bool,
-    ) -> Result<(), (PathBuf, io::Error)> {
-        let segment = |base: i64| crate::segment::log_path(&self.dir, base);
-        for files in sealed {
+    fn sync_files(&self, round: &Round) -> Result<(), (PathBuf, io::Error)> {
+        for files in &round.sealed {
             files.log.sync_data().map_err(|e| (self.dir.clone(), e))?;
             files.index.sync_data().map_err(|e| (self.dir.clone(), e))?;
         }
-        if dir_dirty {
+        if round.dir_dirty {
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| (self.dir.clone(), e))?;
         }
-        active
-            .sync_data()
-            .map_err(|e| (segment(written.segment_base), e))?;
-        if checkpoint {
-            active_index
-                .sync_data()
-                .map_err(|e| (segment(written.segment_base), e))?;
+        let segment = || crate::segment::log_path(&self.dir, round.written.segment_base);
+        round.active.sync_data().map_err(|e| (segment(), e))?;
+        if round.checkpoint {
+            round.active_index.sync_data().map_err(|e| (segment(), e))?;
         }
         Ok(())
     }
+}
+
+/// What one sync round works on, taken from `SyncInner` under its lock.
+struct Round {
+    written: Written,
+    active: Arc<File>,
+    active_index: Arc<File>,
+    sealed: Vec<SegmentFiles>,
+    dir_dirty: bool,
+    meta: u64,
+    checkpoint: bool,
+    log_start: i64,
+    removals: Vec<PathBuf>,
+    write_state: bool,
 }
 
 impl SyncInner {
     fn has_work(&self) -> bool {
         self.wanted > self.durable
             || !self.sealed.is_empty()
+            || !self.removals.is_empty()
             || self.meta_version > self.meta_persisted
             || self.checkpoint_wanted
     }
@@ -488,7 +506,6 @@ struct Queue {
 
 enum Job {
     Sync(Arc<SyncShared>),
-    Remove(Vec<PathBuf>),
 }
 
 struct Timer {
@@ -569,13 +586,6 @@ impl Flusher {
         durable
     }
 
-    /// Deletes files in the background.
-    pub(crate) fn remove(&self, paths: Vec<PathBuf>) {
-        if !paths.is_empty() {
-            self.push(Job::Remove(paths));
-        }
-    }
-
     /// Starts the `flush.ms` timer for a log unless it runs already.
     pub(crate) fn arm_timer(&self, log: &Arc<SyncShared>) {
         let flush_ms = log.flush_ms.load(Ordering::Relaxed);
@@ -642,12 +652,6 @@ impl FlusherInner {
                     if log.run(self.linger_max) {
                         self.lock().jobs.push_back(Job::Sync(log));
                         self.wake.notify_one();
-                    }
-                }
-                Job::Remove(paths) => {
-                    for path in paths {
-                        // Already gone is fine: recovery also removes leftovers.
-                        let _ = std::fs::remove_file(path);
                     }
                 }
             }

@@ -15,6 +15,8 @@ pub enum Corruption {
     OffsetGap { expected: i64, found: i64 },
     #[error("batch of {size} bytes runs past the end of the segment ({available} bytes left)")]
     PastEnd { size: u64, available: u64 },
+    #[error("{what} does not fit a segment")]
+    OutOfRange { what: &'static str },
 }
 
 /// Everything the log can fail with. Operating errors only: broken invariants of our own code

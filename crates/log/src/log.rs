@@ -114,7 +114,16 @@ impl Log {
             clock,
             flusher,
         } = options;
-        std::fs::create_dir_all(dir).map_err(|e| LogError::io("create directory", dir, e))?;
+        config.validate()?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| LogError::io("create directory", dir, e))?;
+            // The directory's own name must be durable before anything in it is.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| LogError::io("fsync directory", parent, e))?;
+            }
+        }
         let (mut state_file, state) = StateFile::open(dir)
             .map_err(|e| LogError::io("open state", dir.join("log.state"), e))?;
         let now = clock.now_ms();
@@ -133,9 +142,7 @@ impl Log {
         // Segments wholly below the log start offset (a crash came before their deletion).
         while segments.len() > 1 && segments[0].next_offset <= log_start_offset {
             let gone = segments.remove(0);
-            for path in recovery::segment_files(dir, gone.base_offset) {
-                std::fs::remove_file(&path).map_err(|e| LogError::io("remove", &path, e))?;
-            }
+            recovery::remove_segment_files(dir, gone.base_offset)?;
             report.segments_removed += 1;
         }
         log_start_offset = log_start_offset.max(segments[0].base_offset);
@@ -215,10 +222,12 @@ impl Log {
     }
 
     /// Replaces the settings (AlterConfigs). Takes effect from the next append or pass.
-    pub fn set_config(&mut self, config: LogConfig) {
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
         self.shared.set_flush_ms(config.flush_ms);
         self.config = config;
         self.flusher.arm_timer(&self.shared);
+        Ok(())
     }
 
     /// What opening the log found.
@@ -504,15 +513,23 @@ impl Log {
         Ok(None)
     }
 
-    /// The largest timestamp in the log and the batch holding it.
+    /// The largest timestamp at or after the log start, and the first batch holding it.
     pub fn max_timestamp(&self) -> Result<Option<TimestampHit>, LogError> {
-        let max = self
-            .segments
-            .iter()
-            .filter(|s| s.next_offset > self.log_start_offset)
-            .map(|s| s.max_timestamp)
-            .max()
-            .unwrap_or(-1);
+        let start = self.log_start_offset;
+        let mut max = -1;
+        for segment in self.segments.iter().filter(|s| s.next_offset > start) {
+            if segment.base_offset >= start {
+                max = max.max(segment.max_timestamp);
+                continue;
+            }
+            // The segment holding the log start: its maximum may come from batches below it.
+            let (mut position, _) = segment.locate(start)?;
+            while position < segment.len {
+                let header = segment.header_at(position)?;
+                max = max.max(header.max_timestamp);
+                position += header.size() as u64;
+            }
+        }
         if max < 0 {
             return Ok(None);
         }
@@ -526,6 +543,7 @@ impl Log {
         let now = self.clock.now_ms();
         let mut size = self.size_bytes();
         let mut outcome = Retained::default();
+        let mut retired = Vec::new();
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
             let newest_ms = if oldest.max_timestamp >= 0 {
@@ -544,26 +562,26 @@ impl Log {
             size -= oldest.len;
             outcome.bytes_deleted += oldest.len;
             outcome.segments_deleted += 1;
-            self.remove_oldest();
+            retired.extend(self.drop_oldest());
         }
         if outcome.segments_deleted > 0 {
             let start = self.log_start_offset.max(self.segments[0].base_offset);
-            drop(self.set_start(start));
+            drop(self.set_start(start, retired));
         }
         outcome
     }
 
-    fn remove_oldest(&mut self) {
+    /// Takes the oldest segment out of the log; returns its files.
+    fn drop_oldest(&mut self) -> Vec<PathBuf> {
         let gone = self.segments.remove(0);
-        self.flusher
-            .remove(recovery::segment_files(&self.dir, gone.base_offset));
+        recovery::segment_files(&self.dir, gone.base_offset)
     }
 
-    fn set_start(&mut self, offset: i64) -> Durable {
+    /// Persists a new log start offset; the files of segments below it go once it is durable.
+    fn set_start(&mut self, offset: i64, retired: Vec<PathBuf>) -> Durable {
         self.log_start_offset = offset;
-        self.shared.set_log_start_offset(offset);
-        self.flusher
-            .request(&self.shared, self.log_start_offset, true, false)
+        self.shared.retire(offset, retired);
+        self.flusher.request(&self.shared, i64::MIN, true, false)
     }
 
     /// Moves the log start offset up to `offset` (DeleteRecords) and deletes the sealed
@@ -580,10 +598,11 @@ impl Log {
         if offset <= self.log_start_offset {
             return Ok(Durable::ready());
         }
+        let mut retired = Vec::new();
         while self.segments.len() > 1 && self.segments[0].next_offset <= offset {
-            self.remove_oldest();
+            retired.extend(self.drop_oldest());
         }
-        Ok(self.set_start(offset))
+        Ok(self.set_start(offset, retired))
     }
 
     /// Makes everything appended so far durable.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use crate::config::SEGMENT_BYTES_MAX;
 use crate::error::{Corruption, LogError};
 use crate::index::{Index, IndexEntry};
 use crate::segment::{self, Segment, SegmentParts};
@@ -44,6 +45,9 @@ pub(crate) struct Recovered {
     pub needs_checkpoint: bool,
 }
 
+/// Largest segment base offset recovery accepts from a file name.
+const BASE_OFFSET_MAX: i64 = i64::MAX / 2;
+
 struct Files {
     logs: Vec<i64>,
     indexes: Vec<i64>,
@@ -63,7 +67,8 @@ fn list(dir: &Path) -> Result<Files, LogError> {
             continue;
         };
         let base = match stem.parse::<i64>() {
-            Ok(base) if stem.len() == 20 && base >= 0 => base,
+            // Offsets stay far from i64::MAX so that `base + delta` cannot overflow.
+            Ok(base) if stem.len() == 20 && (0..=BASE_OFFSET_MAX).contains(&base) => base,
             _ => continue,
         };
         match ext {
@@ -76,7 +81,7 @@ fn list(dir: &Path) -> Result<Files, LogError> {
     Ok(files)
 }
 
-fn remove_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
+pub(crate) fn remove_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
     for path in [segment::log_path(dir, base), segment::index_path(dir, base)] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -106,8 +111,19 @@ pub(crate) fn recover(
     let mut needs_checkpoint = state.is_none() && !files.logs.is_empty();
     let mut segments: Vec<Segment> = Vec::new();
     let mut cut_rest = false;
+    let log_start = state.map_or(i64::MIN, |s| s.log_start_offset);
     let count = files.logs.len();
     for (i, &base) in files.logs.iter().enumerate() {
+        let expected = segments.last().map(|s| s.next_offset);
+        if !cut_rest && expected.is_some_and(|e| e != base) && base <= log_start {
+            // Retention unlinks segments only after a log start offset above them is durable,
+            // but the unlinks themselves may reach the disk in any order: the segments before
+            // the gap are the ones to go.
+            for gone in segments.drain(..) {
+                remove_segment_files(dir, gone.base_offset)?;
+                report.segments_removed += 1;
+            }
+        }
         let expected = segments.last().map(|s| s.next_offset);
         if !cut_rest && expected.is_some_and(|e| e != base) {
             let reason = Corruption::OffsetGap {
@@ -133,7 +149,11 @@ pub(crate) fn recover(
         } else {
             Trust::Prefix(0)
         };
-        let opened = open_segment(dir, base, trust, index_interval_bytes, now_ms, &mut report)?;
+        let Some(opened) =
+            open_segment(dir, base, trust, index_interval_bytes, now_ms, &mut report)?
+        else {
+            continue; // removed since the listing (a retired segment of a previous handle)
+        };
         needs_checkpoint |= opened.scanned_or_cut;
         if opened.corrupt {
             cut_rest = true;
@@ -147,6 +167,15 @@ pub(crate) fn recover(
             continue;
         }
         segments.push(opened.segment);
+    }
+    // A recovery point beyond what is on disk (its segment shorter or gone) must not survive:
+    // bytes appended there later would be trusted without ever being checked.
+    if state.is_some()
+        && !segments
+            .iter()
+            .any(|s| s.base_offset == rp_base && s.len >= rp_pos)
+    {
+        needs_checkpoint = true;
     }
     report.segments = segments.len();
     report.elapsed = started.elapsed();
@@ -177,13 +206,13 @@ fn open_segment(
     interval: u64,
     now_ms: i64,
     report: &mut RecoveryReport,
-) -> Result<Opened, LogError> {
+) -> Result<Option<Opened>, LogError> {
     let path = segment::log_path(dir, base);
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io("open segment", &path, e))?;
+    let file = match File::options().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LogError::io("open segment", &path, e)),
+    };
     let meta = file
         .metadata()
         .map_err(|e| LogError::io("stat", &path, e))?;
@@ -193,9 +222,11 @@ fn open_segment(
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(now_ms, |d| d.as_millis() as i64);
+    // Bytes past the largest legal segment are not a segment's: cut as corrupt below.
+    let scan_end = len.min(SEGMENT_BYTES_MAX);
     let trusted_end = match trust {
-        Trust::Whole => len,
-        Trust::Prefix(p) => p.min(len),
+        Trust::Whole => scan_end,
+        Trust::Prefix(p) => p.min(scan_end),
     };
 
     let ipath = segment::index_path(dir, base);
@@ -227,19 +258,31 @@ fn open_segment(
 
     let mut last_batch = None;
     let mut add = |index: &mut Index, position: u64, h: &crate::batch::BatchHeader| {
+        let rel_offset = u32::try_from(h.last_offset() - base)
+            .map_err(|_| Corruption::OutOfRange { what: "offset" })
+            .and_then(|_| {
+                u32::try_from(h.base_offset - base)
+                    .map_err(|_| Corruption::OutOfRange { what: "offset" })
+            })?;
+        let position32 =
+            u32::try_from(position).map_err(|_| Corruption::OutOfRange { what: "position" })?;
         max_ts = max_ts.max(h.max_timestamp);
         let due = match index.last() {
             None => true,
-            Some(e) => position - u64::from(e.position) >= interval,
+            // The batch an entry already points at (where a scan resumes) is not re-added.
+            Some(e) => {
+                position > u64::from(e.position) && position - u64::from(e.position) >= interval
+            }
         };
         if due {
             index.push(IndexEntry {
-                rel_offset: (h.base_offset - base) as u32,
-                position: position as u32,
+                rel_offset,
+                position: position32,
                 max_timestamp: max_ts,
             });
         }
         last_batch = Some((position, h.base_offset));
+        Ok(())
     };
 
     // Trusted bytes: headers only. A bad header here means the disk lost what it had
@@ -253,13 +296,19 @@ fn open_segment(
         &file,
         &path,
         headers.valid_end,
-        len,
+        scan_end,
         headers.next_offset,
         |p, h| add(&mut index, p, h),
     )?;
     report.bytes_scanned += scan.valid_end - headers.valid_end;
-    let corrupt = scan.corruption.is_some();
-    if let Some(reason) = &scan.corruption {
+    let mut corruption = scan.corruption;
+    if corruption.is_none() && scan_end < len {
+        corruption = Some(Corruption::OutOfRange {
+            what: "segment size",
+        });
+    }
+    let corrupt = corruption.is_some();
+    if let Some(reason) = &corruption {
         file.set_len(scan.valid_end)
             .map_err(|e| LogError::io("truncate torn tail", &path, e))?;
         report.bytes_truncated += len - scan.valid_end;
@@ -272,8 +321,10 @@ fn open_segment(
         }
     }
     if repaired || index.entries().len() != entries_before {
+        // Synced at once: a rewritten index must not come back stale after another crash.
         index
             .write_pending()
+            .and_then(|()| index.file().sync_data())
             .map_err(|e| LogError::io("write index", &ipath, e))?;
         report.indexes_repaired += 1;
     }
@@ -297,14 +348,15 @@ fn open_segment(
         last_batch,
         verified_from: headers.valid_end,
     });
-    Ok(Opened {
+    Ok(Some(Opened {
         segment,
         scanned_or_cut: valid_end > headers.valid_end || len != valid_end,
         corrupt,
-    })
+    }))
 }
 
-/// Paths of a segment's files, for deleting it.
+/// Paths of a segment's files, for deleting it (log first: a leftover index is removed by
+/// recovery).
 pub(crate) fn segment_files(dir: &Path, base: i64) -> Vec<PathBuf> {
     vec![segment::log_path(dir, base), segment::index_path(dir, base)]
 }

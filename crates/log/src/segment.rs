@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::error::{Corruption, LogError};
 use crate::index::{Index, IndexEntry};
 
@@ -192,10 +192,10 @@ impl Segment {
     /// `[base_offset, next_offset)`.
     pub fn locate(&self, offset: i64) -> Result<(u64, BatchHeader), LogError> {
         let rel = u32::try_from(offset - self.base_offset).expect("offset within segment");
-        let mut position = self
-            .index
-            .floor_offset(rel)
-            .map_or(0, |e| u64::from(e.position));
+        let mut position = match self.index.floor_offset(rel) {
+            Some(entry) => self.indexed_batch(entry)?.0,
+            None => 0,
+        };
         loop {
             let header = self.header_at(position)?;
             if header.last_offset() >= offset {
@@ -226,8 +226,7 @@ impl Segment {
         // Jump to the furthest indexed batch boundary within the limit, then walk headers.
         if let Some(entry) = self.index.floor_position(limit) {
             if u64::from(entry.position) > end {
-                end = u64::from(entry.position);
-                next = self.base_offset + i64::from(entry.rel_offset);
+                (end, next) = self.indexed_batch(entry)?;
             }
         }
         while end < self.len {
@@ -240,6 +239,25 @@ impl Segment {
             next = header.last_offset() + 1;
         }
         Ok((end, next))
+    }
+
+    /// Position and base offset of the batch an index entry points at, checked against the
+    /// batch header there: an index entry is a hint, never the truth.
+    fn indexed_batch(&self, entry: &IndexEntry) -> Result<(u64, i64), LogError> {
+        let position = u64::from(entry.position);
+        let expected = self.base_offset + i64::from(entry.rel_offset);
+        let header = self.header_at(position)?;
+        if header.base_offset != expected {
+            return Err(LogError::Corrupt {
+                path: self.index.path().to_path_buf(),
+                position,
+                reason: Corruption::OffsetGap {
+                    expected,
+                    found: header.base_offset,
+                },
+            });
+        }
+        Ok((position, expected))
     }
 
     /// Position and header of the first batch whose max timestamp is at least `ts`, among the
@@ -293,7 +311,7 @@ impl Segment {
             from,
             unverified_end,
             expected,
-            |_, _| {},
+            |_, _| Ok(()),
         )?;
         if let Some(reason) = scan.corruption {
             return Err(LogError::Corrupt {
@@ -374,14 +392,15 @@ pub(crate) struct ScanEnd {
 
 /// CRC-checks the batches in `[from, to)`: each must be whole, valid, and start at the offset
 /// where the previous ended (the first at `expected_offset`). Calls `each(position, header)` for
-/// every good batch. I/O errors are errors; bad bytes end the scan with a `corruption`.
+/// every good batch; an error from it ends the scan before that batch. I/O errors are errors;
+/// bad bytes end the scan with a `corruption`.
 pub(crate) fn scan_batches(
     file: &File,
     path: &Path,
     from: u64,
     to: u64,
     expected_offset: i64,
-    mut each: impl FnMut(u64, &BatchHeader),
+    mut each: impl FnMut(u64, &BatchHeader) -> Result<(), Corruption>,
 ) -> Result<ScanEnd, LogError> {
     let mut buf: Vec<u8> = Vec::new();
     // `buf` holds file bytes [buf_pos, buf_pos + buf.len()); `at` is the scan position.
@@ -397,16 +416,6 @@ pub(crate) fn scan_batches(
     };
     while at < to {
         let available = to - at;
-        if available < LOG_OVERHEAD_BYTES as u64 + 5 {
-            return stop(
-                at,
-                next_offset,
-                Corruption::PastEnd {
-                    size: HEADER_BYTES as u64,
-                    available,
-                },
-            );
-        }
         // Make sure the header is in the buffer, then the whole batch.
         let mut need = HEADER_BYTES.min(available as usize);
         loop {
@@ -464,7 +473,9 @@ pub(crate) fn scan_batches(
                             },
                         );
                     }
-                    each(at, &header);
+                    if let Err(reason) = each(at, &header) {
+                        return stop(at, next_offset, reason);
+                    }
                     next_offset = header.last_offset() + 1;
                     at += size as u64;
                     break;
@@ -487,7 +498,7 @@ pub(crate) fn scan_headers(
     from: u64,
     to: u64,
     expected_offset: i64,
-    mut each: impl FnMut(u64, &BatchHeader),
+    mut each: impl FnMut(u64, &BatchHeader) -> Result<(), Corruption>,
 ) -> Result<ScanEnd, LogError> {
     let mut at = from;
     let mut next_offset = expected_offset;
@@ -513,7 +524,13 @@ pub(crate) fn scan_headers(
                 }),
             });
         }
-        each(at, &header);
+        if let Err(reason) = each(at, &header) {
+            return Ok(ScanEnd {
+                valid_end: at,
+                next_offset,
+                corruption: Some(reason),
+            });
+        }
         next_offset = header.last_offset() + 1;
         at += header.size() as u64;
     }
