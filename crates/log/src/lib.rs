@@ -37,6 +37,28 @@ mod recovery;
 mod segment;
 mod state;
 
+/// Helpers for fuzz targets only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    /// Writes a valid `log.state` with the given log start offset and recovery point.
+    pub fn write_state(
+        dir: &Path,
+        log_start_offset: i64,
+        recovery_base: i64,
+        recovery_position: u64,
+    ) -> std::io::Result<()> {
+        let (mut file, _) = crate::state::StateFile::open(dir)?;
+        file.write(&crate::state::LogState {
+            log_start_offset,
+            recovery_base,
+            recovery_position,
+        })
+    }
+}
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, LogConfig};
 pub use durability::{

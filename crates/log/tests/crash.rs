@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{Rng, TempDir};
 use weir_log::batch::{self, BatchHeader};
-use weir_log::{Corruption, Flusher, Log, LogConfig, LogError, LogOptions};
+use weir_log::{Corruption, Log, LogConfig, LogError};
 
 fn crash_config() -> LogConfig {
     LogConfig {
@@ -34,11 +34,7 @@ fn child_batch(seed: u64, cycle: i64, j: i32) -> Vec<u8> {
     common::batch(&mut rng, records, 1_500, ts, cycle, j)
 }
 
-fn open(dir: &std::path::Path, config: LogConfig) -> (Log, Flusher) {
-    let flusher = Flusher::start(1).expect("flusher");
-    let log = Log::open(dir, LogOptions::new(config, flusher.clone())).expect("open");
-    (log, flusher)
-}
+use common::open;
 
 /// The child's side. Does nothing unless the parent set `WEIR_CRASH_DIR`.
 #[test]

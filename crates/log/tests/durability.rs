@@ -7,13 +7,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{Rng, TempDir};
-use weir_log::{Durable, Flusher, Log, LogConfig, LogOptions};
+use weir_log::{Durable, Log, LogConfig};
 
-fn open(dir: &std::path::Path, config: LogConfig) -> (Log, Flusher) {
-    let flusher = Flusher::start(1).expect("flusher");
-    let log = Log::open(dir, LogOptions::new(config, flusher.clone())).expect("open");
-    (log, flusher)
-}
+use common::open;
 
 #[test]
 fn durable_is_send_and_static() {

@@ -3,17 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{Rng, TempDir, Tmpfs};
-use weir_log::{batch, Flusher, Log, LogConfig, LogError, LogOptions};
+use weir_log::{batch, Log, LogConfig, LogError};
 
-fn open(dir: &Path, config: LogConfig) -> Result<(Log, Flusher), LogError> {
-    let flusher = Flusher::start(1).expect("flusher");
-    let log = Log::open(dir, LogOptions::new(config, flusher.clone()))?;
-    Ok((log, flusher))
-}
+use common::try_open as open;
 
 fn big_batch(rng: &mut Rng, sequence: i32) -> Vec<u8> {
     common::batch(rng, 16, 2_000, common::now_ms(), 1, sequence)

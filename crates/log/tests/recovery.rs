@@ -5,13 +5,9 @@ mod common;
 use std::path::Path;
 
 use common::{Rng, TempDir};
-use weir_log::{Flusher, Log, LogConfig, LogOptions};
+use weir_log::{Log, LogConfig};
 
-fn open(dir: &Path, config: LogConfig) -> (Log, Flusher) {
-    let flusher = Flusher::start(1).expect("flusher");
-    let log = Log::open(dir, LogOptions::new(config, flusher.clone())).expect("open");
-    (log, flusher)
-}
+use common::open;
 
 fn fill(log: &mut Log, rng: &mut Rng, batches: usize) {
     for j in 0..batches {

@@ -4,6 +4,19 @@
 use std::path::{Path, PathBuf};
 
 use weir_log::batch::build::BatchBuilder;
+use weir_log::{Flusher, Log, LogConfig, LogError, LogOptions};
+
+/// Opens a log with its own one-thread flusher. Drop the log, then the flusher, to be sure no
+/// background work of this handle is left when the directory is reopened.
+pub fn try_open(dir: &Path, config: LogConfig) -> Result<(Log, Flusher), LogError> {
+    let flusher = Flusher::start(1).expect("flusher");
+    let log = Log::open(dir, LogOptions::new(config, flusher.clone()))?;
+    Ok((log, flusher))
+}
+
+pub fn open(dir: &Path, config: LogConfig) -> (Log, Flusher) {
+    try_open(dir, config).expect("open")
+}
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);
