@@ -321,8 +321,10 @@ fn bench_group(root: &Path) {
     let duration = Duration::from_secs(3);
     let mut ratios = Vec::new();
     for round in 0..3 {
+        settle();
         let dir = fresh_dir(root, "group1");
         let (one, n1, s1) = group_commit(&dir, 1, duration);
+        settle();
         let dir = fresh_dir(root, "group8");
         let (eight, n8, s8) = group_commit(&dir, 8, duration);
         let ratio = eight / one;
