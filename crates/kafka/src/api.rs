@@ -1,0 +1,17 @@
+//! The API keys and versions Weir serves: the one table the rest of Weir consults.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (API key, lowest version, highest version) served, in key order.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] =
+    &[(ApiKey::Metadata, 0, 12), (ApiKey::ApiVersions, 0, 4)];
+
+/// The served version range of `key`, if Weir serves it at all.
+pub fn supported_range(key: i16) -> Option<(ApiKey, i16, i16)> {
+    SUPPORTED.iter().copied().find(|(k, _, _)| *k as i16 == key)
+}
+
+/// Whether `key` at `version` uses the flexible (compact, tagged-field) encoding.
+pub fn is_flexible(key: ApiKey, version: i16) -> bool {
+    key.request_header_version(version) >= 2
+}
