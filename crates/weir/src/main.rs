@@ -1,18 +1,32 @@
-//! The `weir` binary. Subcommands arrive with their issues: `serve` with the broker, `topic`,
-//! `produce`, `consume`, `group` and `bench` after it.
+//! The `weir` binary: `weir serve` runs the broker. The other subcommands (`topic`, `produce`,
+//! `consume`, `group`, `bench`) arrive with the CLI issue.
+
+mod serve;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: weir <command>
 
 commands:
-  version    print the version
-
-The broker (`weir serve`) is not built yet.";
+  serve      run the broker (weir serve --help)
+  version    print the version";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("serve") => {
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", serve::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            match serve::run(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir serve: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some("version" | "--version" | "-V") => {
             println!("weir {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

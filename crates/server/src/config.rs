@@ -1,0 +1,38 @@
+//! The broker's settings, resolved (flags > env > file > defaults) by the binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `data_dir`: where logs live.
+    pub data_dir: PathBuf,
+    /// `kafka_listen`: address of the Kafka listener (port 0: any free port).
+    pub kafka_listen: SocketAddr,
+    /// `advertised_listener`: host:port Metadata tells clients to connect to; default: the
+    /// address the Kafka listener is bound to.
+    pub advertised_listener: Option<(String, u16)>,
+    /// `http_listen`: address of the HTTP listener (`/health`, `/metrics`).
+    pub http_listen: SocketAddr,
+    /// `shards`: reactor threads, each with its own Kafka listener socket (SO_REUSEPORT).
+    pub shards: usize,
+    /// `socket_request_max_bytes` (Kafka's `socket.request.max.bytes`): largest request frame.
+    pub socket_request_max_bytes: usize,
+    /// `shutdown_grace_ms`: how long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            data_dir: PathBuf::from("weir-data"),
+            kafka_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_listener: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

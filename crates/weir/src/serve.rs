@@ -1,0 +1,248 @@
+//! `weir serve`: resolve the settings (flags > env > file > defaults), start, wait for
+//! SIGTERM/SIGINT, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use weir_server::{Server, ServerConfig};
+
+pub const USAGE: &str =
+    "usage: weir serve [--config FILE] [--data-dir DIR] [--kafka-listen HOST:PORT]
+                  [--advertised-listener HOST:PORT] [--http-listen HOST:PORT] [--shards N]
+
+environment: WEIR_DATA_DIR, WEIR_KAFKA_LISTEN, WEIR_ADVERTISED_LISTENER, WEIR_HTTP_LISTEN,
+             WEIR_SHARDS (flags win over the environment, which wins over the file)";
+
+/// The config file (TOML). Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_listen: Option<String>,
+    advertised_listener: Option<String>,
+    http_listen: Option<String>,
+    shards: Option<usize>,
+    socket_request_max_bytes: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+/// One setting from one source, applied in precedence order.
+fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("{source}: {key}={value:?}: {why}");
+    match key {
+        "data_dir" => config.data_dir = PathBuf::from(value),
+        "kafka_listen" => config.kafka_listen = parse_addr(value).map_err(|e| bad(&e))?,
+        "http_listen" => config.http_listen = parse_addr(value).map_err(|e| bad(&e))?,
+        "advertised_listener" => {
+            let (host, port) = value
+                .rsplit_once(':')
+                .ok_or_else(|| bad("expected HOST:PORT"))?;
+            let port = port.parse().map_err(|_| bad("bad port"))?;
+            config.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
+        }
+        "shards" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if !(1..=1024).contains(&n) {
+                return Err(bad("must be between 1 and 1024"));
+            }
+            config.shards = n;
+        }
+        "socket_request_max_bytes" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 64 || n > i32::MAX as usize {
+                return Err(bad("must be between 64 and 2147483647"));
+            }
+            config.socket_request_max_bytes = n;
+        }
+        "shutdown_grace_ms" => {
+            config.shutdown_grace =
+                Duration::from_millis(value.parse().map_err(|_| bad("not a number"))?)
+        }
+        _ => return Err(format!("{source}: unknown setting {key:?}")),
+    }
+    Ok(())
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
+const ENV: [(&str, &str); 5] = [
+    ("WEIR_DATA_DIR", "data_dir"),
+    ("WEIR_KAFKA_LISTEN", "kafka_listen"),
+    ("WEIR_ADVERTISED_LISTENER", "advertised_listener"),
+    ("WEIR_HTTP_LISTEN", "http_listen"),
+    ("WEIR_SHARDS", "shards"),
+];
+
+const FLAGS: [(&str, &str); 5] = [
+    ("--data-dir", "data_dir"),
+    ("--kafka-listen", "kafka_listen"),
+    ("--advertised-listener", "advertised_listener"),
+    ("--http-listen", "http_listen"),
+    ("--shards", "shards"),
+];
+
+/// Resolves the settings from the arguments after `serve`, the environment and the file.
+pub fn resolve(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, String> {
+    let mut flags = Vec::new();
+    let mut file = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        if name == "--config" {
+            file = Some(value()?);
+        } else if let Some((_, key)) = FLAGS.iter().find(|(flag, _)| *flag == name) {
+            flags.push((*key, value()?));
+        } else {
+            return Err(format!("unknown argument {arg:?}"));
+        }
+    }
+    let mut config = ServerConfig::default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let parsed: FileConfig = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let source = format!("config file {path}");
+        let entries = [
+            ("data_dir", parsed.data_dir.map(|p| p.display().to_string())),
+            ("kafka_listen", parsed.kafka_listen),
+            ("advertised_listener", parsed.advertised_listener),
+            ("http_listen", parsed.http_listen),
+            ("shards", parsed.shards.map(|n| n.to_string())),
+            (
+                "socket_request_max_bytes",
+                parsed.socket_request_max_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "shutdown_grace_ms",
+                parsed.shutdown_grace_ms.map(|n| n.to_string()),
+            ),
+        ];
+        for (key, value) in entries {
+            if let Some(value) = value {
+                apply(&mut config, key, &value, &source)?;
+            }
+        }
+    }
+    for (var, key) in ENV {
+        if let Some(value) = env(var) {
+            apply(&mut config, key, &value, var)?;
+        }
+    }
+    for (key, value) in flags {
+        apply(&mut config, key, &value, "flag")?;
+    }
+    Ok(config)
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let config = resolve(args, |var| std::env::var(var).ok())?;
+    eprintln!(
+        "weir: config data_dir={} kafka_listen={} advertised_listener={} http_listen={} shards={}",
+        config.data_dir.display(),
+        config.kafka_listen,
+        config
+            .advertised_listener
+            .as_ref()
+            .map_or("-".to_string(), |(h, p)| format!("{h}:{p}")),
+        config.http_listen,
+        config.shards
+    );
+    let server = Server::start(config).map_err(|e| format!("cannot start: {e}"))?;
+    eprintln!("weir: kafka listening on {}", server.kafka_addr());
+    eprintln!("weir: http listening on {}", server.http_addr());
+    wait_for_signal()?;
+    eprintln!("weir: shutting down");
+    server.shutdown();
+    eprintln!("weir: stopped");
+    Ok(())
+}
+
+fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn precedence_is_flags_then_env_then_file_then_defaults() {
+        let dir = std::env::temp_dir().join(format!("weir-serve-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("weir.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"from-file\"\nshards = 3\nhttp_listen = \"127.0.0.1:7001\"\nkafka_listen = \"127.0.0.1:7002\"\n",
+        )
+        .expect("write");
+        let env = |var: &str| match var {
+            "WEIR_SHARDS" => Some("2".to_string()),
+            "WEIR_HTTP_LISTEN" => Some("127.0.0.1:7003".to_string()),
+            _ => None,
+        };
+        let config = resolve(
+            &args(&["--config", file.to_str().expect("utf8"), "--shards=5"]),
+            env,
+        )
+        .expect("resolve");
+        assert_eq!(config.shards, 5, "flag beats env and file");
+        assert_eq!(config.http_listen.port(), 7003, "env beats file");
+        assert_eq!(config.kafka_listen.port(), 7002, "file beats default");
+        assert_eq!(config.data_dir, PathBuf::from("from-file"));
+        assert_eq!(config.advertised_listener, None);
+        let defaults = resolve(&[], |_| None).expect("defaults");
+        assert_eq!(defaults.kafka_listen.port(), 9092);
+        assert_eq!(defaults.http_listen.port(), 9080);
+        assert_eq!(defaults.data_dir, PathBuf::from("weir-data"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let err = resolve(&args(&["--shards", "0"]), |_| None).unwrap_err();
+        assert!(err.contains("shards"), "{err}");
+        let err = resolve(&args(&["--bogus"]), |_| None).unwrap_err();
+        assert!(err.contains("--bogus"), "{err}");
+        let err = resolve(&[], |v| (v == "WEIR_KAFKA_LISTEN").then(|| "nope".into())).unwrap_err();
+        assert!(err.contains("WEIR_KAFKA_LISTEN"), "{err}");
+        let err = resolve(&args(&["--kafka-listen"]), |_| None).unwrap_err();
+        assert!(err.contains("needs a value"), "{err}");
+    }
+}
