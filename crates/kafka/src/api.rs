@@ -3,8 +3,13 @@
 use kafka_protocol::messages::ApiKey;
 
 /// (API key, lowest version, highest version) served, in key order.
-pub const SUPPORTED: &[(ApiKey, i16, i16)] =
-    &[(ApiKey::Metadata, 0, 12), (ApiKey::ApiVersions, 0, 4)];
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+];
 
 /// The served version range of `key`, if Weir serves it at all.
 pub fn supported_range(key: i16) -> Option<(ApiKey, i16, i16)> {

@@ -7,8 +7,7 @@ use crate::api::{is_flexible, SUPPORTED};
 use crate::error::DecodeError;
 use crate::wire::Reader;
 
-/// Kafka's UNSUPPORTED_VERSION error code.
-pub const UNSUPPORTED_VERSION: i16 = 35;
+pub use crate::error_code::UNSUPPORTED_VERSION;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiVersionsRequest {

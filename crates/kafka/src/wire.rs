@@ -227,6 +227,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Skips `n` bytes (a length the caller already bounded, or one checked here).
+    pub fn skip(&mut self, n: usize, what: &'static str) -> Result<(), DecodeError> {
+        self.take(n, what).map(|_| ())
+    }
+
     /// Everything not read yet.
     pub fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.at..];

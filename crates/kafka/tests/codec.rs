@@ -108,7 +108,8 @@ fn api_versions_round_trip_and_kip_511_fallback() {
             header.id,
             &Response::ApiVersions(weir_kafka::api_versions::response(0)),
             false,
-        );
+        )
+        .expect("encode");
         let (correlation, mut body) = response_body(&out, ApiKey::ApiVersions, version);
         assert_eq!(correlation, 42);
         let response = ApiVersionsResponse::decode(&mut body, version).expect("decode response");
@@ -145,7 +146,8 @@ fn api_versions_round_trip_and_kip_511_fallback() {
             weir_kafka::api_versions::UNSUPPORTED_VERSION,
         )),
         true,
-    );
+    )
+    .expect("encode");
     let (correlation, mut body) = response_body(&out, ApiKey::ApiVersions, 0);
     assert_eq!(correlation, 5);
     let response = ApiVersionsResponse::decode(&mut body, 0).expect("v0 body");
@@ -188,7 +190,8 @@ fn metadata_response_decodes_at_every_version() {
             id,
             &Response::Metadata(weir_kafka::metadata::response(&node, "weir", &topics)),
             false,
-        );
+        )
+        .expect("encode");
         let (correlation, mut body) = response_body(&out, ApiKey::Metadata, version);
         assert_eq!(correlation, 11);
         let response = MetadataResponse::decode(&mut body, version).expect("decode");
@@ -225,5 +228,173 @@ fn unknown_keys_and_garbage_are_handled_without_panicking() {
     let full = frame(ApiKey::Metadata, 12, 1, &request);
     for cut in 0..full.len() {
         assert!(decode_request(&full[..cut]).is_err(), "prefix {cut}");
+    }
+}
+
+#[test]
+fn produce_fetch_list_offsets_requests_decode_at_every_version() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, ProduceRequest};
+
+    let records = bytes::Bytes::from_static(b"pretend-these-are-record-batches");
+    for version in 3..=12 {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1500)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(2)
+                        .with_records(Some(records.clone())),
+                    PartitionProduceData::default()
+                        .with_index(5)
+                        .with_records(None),
+                ])]);
+        let bytes = frame(ApiKey::Produce, version, 3, &request);
+        let Ok(Decoded::Request {
+            request: Request::Produce(p),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("produce v{version}");
+        };
+        assert_eq!((p.acks, p.timeout_ms), (-1, 1500));
+        assert_eq!(p.topics[0].name, "orders");
+        let part = &p.topics[0].partitions[0];
+        assert_eq!(part.index, 2);
+        let range = part.records.clone().expect("records");
+        assert_eq!(&bytes[range], &records[..], "v{version}: records range");
+        assert_eq!(p.topics[0].partitions[1].records, None);
+    }
+    for version in 4..=12 {
+        let request = FetchRequest::default()
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(52428800)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(1)
+                    .with_fetch_offset(42)
+                    .with_partition_max_bytes(1048576)])]);
+        let bytes = frame(ApiKey::Fetch, version, 4, &request);
+        let Ok(Decoded::Request {
+            request: Request::Fetch(f),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("fetch v{version}");
+        };
+        assert_eq!(
+            (f.max_wait_ms, f.min_bytes, f.max_bytes),
+            (500, 1, 52428800)
+        );
+        assert_eq!(f.topics[0].name, "orders");
+        assert_eq!(
+            f.topics[0].partitions[0],
+            weir_kafka::fetch::FetchPartition {
+                index: 1,
+                fetch_offset: 42,
+                partition_max_bytes: 1048576
+            }
+        );
+    }
+    for version in 1..=7 {
+        let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("orders")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2)])]);
+        let bytes = frame(ApiKey::ListOffsets, version, 5, &request);
+        let Ok(Decoded::Request {
+            request: Request::ListOffsets(l),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("list offsets v{version}");
+        };
+        assert_eq!(l.topics, vec![("orders".to_string(), vec![(0, -2)])]);
+    }
+}
+
+#[test]
+fn produce_fetch_list_offsets_responses_encode_at_every_served_version() {
+    use kafka_protocol::messages::{FetchResponse, ListOffsetsResponse, ProduceResponse};
+    use weir_kafka::{fetch, list_offsets, produce};
+    let id = |key: ApiKey, version| RequestId {
+        api_key: key as i16,
+        api_version: version,
+        correlation_id: 77,
+    };
+    for version in 3..=12 {
+        let response = produce::response(vec![(
+            "orders".into(),
+            vec![produce::PartitionResult {
+                index: 0,
+                error_code: 0,
+                base_offset: 41,
+                log_append_time_ms: -1,
+                log_start_offset: 0,
+                error_message: None,
+            }],
+        )]);
+        let out = encode_response(
+            id(ApiKey::Produce, version),
+            &Response::Produce(response),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut body) = response_body(&out, ApiKey::Produce, version);
+        let decoded = ProduceResponse::decode(&mut body, version).expect("decode");
+        assert_eq!(decoded.responses[0].partition_responses[0].base_offset, 41);
+    }
+    for version in 4..=12 {
+        let response = fetch::response(vec![(
+            "orders".into(),
+            vec![fetch::FetchedPartition {
+                index: 0,
+                error_code: 0,
+                high_watermark: 10,
+                log_start_offset: 0,
+                records: bytes::Bytes::from_static(b"batches"),
+            }],
+        )]);
+        let out = encode_response(
+            id(ApiKey::Fetch, version),
+            &Response::Fetch(response),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut body) = response_body(&out, ApiKey::Fetch, version);
+        let decoded = FetchResponse::decode(&mut body, version).expect("decode");
+        let part = &decoded.responses[0].partitions[0];
+        assert_eq!(part.high_watermark, 10);
+        assert_eq!(part.records.as_deref(), Some(&b"batches"[..]));
+    }
+    for version in 1..=7 {
+        let response = list_offsets::response(
+            version,
+            vec![(
+                "orders".into(),
+                vec![list_offsets::OffsetFound {
+                    index: 0,
+                    error_code: 0,
+                    timestamp: -1,
+                    offset: 5,
+                }],
+            )],
+        );
+        let out = encode_response(
+            id(ApiKey::ListOffsets, version),
+            &Response::ListOffsets(response),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut body) = response_body(&out, ApiKey::ListOffsets, version);
+        let decoded = ListOffsetsResponse::decode(&mut body, version).expect("decode");
+        assert_eq!(decoded.topics[0].partitions[0].offset, 5);
     }
 }

@@ -1,38 +1,118 @@
-//! What every shard shares: settings, identity, metrics. Topics and partitions arrive with the
-//! produce/fetch increment.
+//! What every shard shares: settings, identity, topics, the shards' mailboxes, metrics.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
-use weir_kafka::metadata::{self, MetadataRequest, Node, TopicInfo};
+use tokio::sync::mpsc;
+use weir_broker::topics::{Topic, Topics};
+use weir_kafka::error_code;
+use weir_kafka::metadata::{self, MetadataRequest, Node, PartitionInfo, TopicInfo};
 use weir_kafka::Response;
+use weir_log::{Flusher, LogConfig};
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-
-/// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+use crate::partition::ShardMsg;
 
 pub(crate) struct Broker {
     pub config: ServerConfig,
-    pub node: Node,
+    /// Set by shard 0 once the Kafka listener is bound (the port may have been 0).
+    pub node: OnceLock<Node>,
     pub cluster_id: String,
     pub metrics: Metrics,
+    pub topics: Topics,
+    /// One bounded mailbox per shard, indexed by shard number.
+    pub mailboxes: Vec<mpsc::Sender<ShardMsg>>,
+    pub flusher: Flusher,
 }
 
 impl Broker {
-    pub fn metadata(&self, request: &MetadataRequest) -> Response {
-        let topics: Vec<TopicInfo> = request
-            .topics
-            .iter()
-            .flatten()
-            .map(|t| TopicInfo {
-                name: t.name.clone().unwrap_or_default(),
-                topic_id: t.topic_id,
-                error_code: UNKNOWN_TOPIC_OR_PARTITION,
-                partitions: Vec::new(),
+    pub fn node(&self) -> Node {
+        self.node.get().cloned().unwrap_or(Node {
+            node_id: 0,
+            host: self.config.kafka_listen.ip().to_string(),
+            port: i32::from(self.config.kafka_listen.port()),
+        })
+    }
+
+    pub fn mailbox(&self, topic: &str, partition: i32) -> &mpsc::Sender<ShardMsg> {
+        &self.mailboxes[weir_broker::owner(topic, partition, self.mailboxes.len())]
+    }
+
+    /// Answers Metadata, creating requested unknown topics first when allowed. Topic creation
+    /// writes and syncs a file: it runs on the blocking pool, not on the reactor.
+    pub async fn metadata(self: &Arc<Broker>, request: &MetadataRequest) -> Response {
+        let snapshot = self.topics.snapshot();
+        let mut topics: Vec<TopicInfo> = Vec::new();
+        match &request.topics {
+            None => topics.extend(snapshot.values().map(|t| topic_info(t))),
+            Some(wanted) => {
+                for wanted in wanted {
+                    let name = wanted.name.clone().unwrap_or_default();
+                    let found = match snapshot.get(&name) {
+                        Some(topic) => Some(topic.clone()),
+                        None if request.allow_auto_topic_creation
+                            && self.config.auto_create_topics
+                            && weir_broker::topics::valid_name(&name) =>
+                        {
+                            self.create_topic(&name).await
+                        }
+                        None => None,
+                    };
+                    topics.push(match found {
+                        Some(topic) => topic_info(&topic),
+                        None => TopicInfo {
+                            error_code: if weir_broker::topics::valid_name(&name) {
+                                error_code::UNKNOWN_TOPIC_OR_PARTITION
+                            } else {
+                                error_code::INVALID_TOPIC_EXCEPTION
+                            },
+                            name,
+                            topic_id: wanted.topic_id,
+                            partitions: Vec::new(),
+                        },
+                    });
+                }
+            }
+        }
+        Response::Metadata(metadata::response(&self.node(), &self.cluster_id, &topics))
+    }
+
+    async fn create_topic(self: &Arc<Broker>, name: &str) -> Option<Arc<Topic>> {
+        let broker = self.clone();
+        let name = name.to_string();
+        let partitions = self.config.num_partitions;
+        tokio::task::spawn_blocking(move || {
+            match broker
+                .topics
+                .create(&name, partitions, LogConfig::default())
+            {
+                Ok(topic) => Some(topic),
+                // Another connection created it first.
+                Err(weir_broker::topics::TopicError::Exists(_)) => broker.topics.get(&name),
+                Err(e) => {
+                    eprintln!("weir: cannot create topic {name:?}: {e}");
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+fn topic_info(topic: &Topic) -> TopicInfo {
+    TopicInfo {
+        name: topic.name.clone(),
+        topic_id: topic.id,
+        error_code: error_code::NONE,
+        partitions: (0..topic.partitions)
+            .map(|index| PartitionInfo {
+                index,
+                error_code: error_code::NONE,
             })
-            .collect();
-        Response::Metadata(metadata::response(&self.node, &self.cluster_id, &topics))
+            .collect(),
     }
 }
 

@@ -21,6 +21,15 @@ pub struct ServerConfig {
     pub socket_request_max_bytes: usize,
     /// `shutdown_grace_ms`: how long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// `auto_create_topics` (Kafka's `auto.create.topics.enable`): Metadata for an unknown
+    /// topic creates it.
+    pub auto_create_topics: bool,
+    /// `num_partitions` (Kafka's `num.partitions`): partitions of an auto-created topic.
+    pub num_partitions: i32,
+    /// `shard_mailbox_capacity`: requests queued for one shard's partitions before senders wait.
+    pub shard_mailbox_capacity: usize,
+    /// `flush_threads`: threads that run fdatasync for all logs.
+    pub flush_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +42,10 @@ impl Default for ServerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             shutdown_grace: Duration::from_secs(5),
+            auto_create_topics: true,
+            num_partitions: 1,
+            shard_mailbox_capacity: 1024,
+            flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
         }
     }
 }

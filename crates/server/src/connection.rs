@@ -1,19 +1,30 @@
-//! One Kafka connection: read a frame, decode, answer, write; responses leave in request order
-//! because a connection handles one request at a time.
+//! One Kafka connection: read a frame, decode, answer, write. A connection handles one request
+//! at a time, so responses leave in request order. Partition work goes to the owning shard's
+//! mailbox; the answers are gathered here.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use weir_kafka::{api_versions, decode_request, encode_response, Decoded, Request, Response};
+use tokio::sync::{oneshot, watch};
+use weir_kafka::fetch::{FetchRequest, FetchedPartition};
+use weir_kafka::list_offsets::{ListOffsetsRequest, OffsetFound};
+use weir_kafka::produce::{PartitionResult, ProduceRequest};
+use weir_kafka::{
+    api_versions, decode_request, encode_response, error_code, fetch, list_offsets, produce,
+    Decoded, Request, Response,
+};
 
 use crate::broker::Broker;
+use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 
 /// Bytes read from the socket at a time while a frame body arrives: memory follows what the
 /// peer actually sent, not the size it declared.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Kafka clients ask for long polls of at most this long; a larger max_wait_ms is capped.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 
 pub(crate) async fn serve(
     mut stream: TcpStream,
@@ -21,14 +32,9 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    broker
-        .metrics
-        .connections_accepted
-        .fetch_add(1, Ordering::Relaxed);
-    broker
-        .metrics
-        .connections_open
-        .fetch_add(1, Ordering::Relaxed);
+    let metrics = &broker.metrics;
+    metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut frame = Vec::new();
     loop {
         let mut prefix = [0u8; 4];
@@ -36,36 +42,26 @@ pub(crate) async fn serve(
             read = stream.read_exact(&mut prefix) => if read.is_err() { break },
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        let size =
-            match weir_kafka::frame::frame_size(prefix, broker.config.socket_request_max_bytes) {
-                Ok(size) => size,
-                Err(_) => {
-                    broker
-                        .metrics
-                        .requests_rejected
-                        .fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-            };
+        let limit = broker.config.socket_request_max_bytes;
+        let Ok(size) = weir_kafka::frame::frame_size(prefix, limit) else {
+            metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
+            break;
+        };
         if read_body(&mut stream, &mut frame, size).await.is_err() {
             break;
         }
-        let Some(response) = answer(&broker, &frame) else {
-            broker
-                .metrics
-                .requests_rejected
-                .fetch_add(1, Ordering::Relaxed);
+        let Some(response) = answer(&broker, &frame).await else {
+            metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
-        broker.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        if stream.write_all(&response).await.is_err() {
-            break;
+        metrics.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(bytes) = response {
+            if stream.write_all(&bytes).await.is_err() {
+                break;
+            }
         }
     }
-    broker
-        .metrics
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn read_body(
@@ -87,21 +83,244 @@ async fn read_body(
     Ok(())
 }
 
-/// The encoded response to one request frame, or None to close the connection.
-fn answer(broker: &Broker, frame: &[u8]) -> Option<Vec<u8>> {
-    match decode_request(frame).ok()? {
-        Decoded::Request { header, request } => {
-            let response = match request {
-                Request::ApiVersions(_) => Response::ApiVersions(api_versions::response(0)),
-                Request::Metadata(request) => broker.metadata(&request),
-            };
-            Some(encode_response(header.id, &response, false))
+/// The answer to one request frame: `Some(Some(bytes))` to send, `Some(None)` when the request
+/// wants no response (acks=0), `None` to close the connection.
+async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<Vec<u8>>> {
+    let (header, request) = match decode_request(frame).ok()? {
+        Decoded::Request { header, request } => (header, request),
+        Decoded::ApiVersionsFallback(id) => {
+            let response = api_versions::response(api_versions::UNSUPPORTED_VERSION);
+            return encoded(encode_response(id, &Response::ApiVersions(response), true));
         }
-        Decoded::ApiVersionsFallback(id) => Some(encode_response(
-            id,
-            &Response::ApiVersions(api_versions::response(api_versions::UNSUPPORTED_VERSION)),
-            true,
-        )),
-        Decoded::Unsupported(_) => None,
+        Decoded::Unsupported(id) => {
+            eprintln!(
+                "weir: closing a connection that sent API key {} v{} (not served)",
+                id.api_key, id.api_version
+            );
+            return None;
+        }
+    };
+    let response = match request {
+        Request::ApiVersions(_) => Response::ApiVersions(api_versions::response(0)),
+        Request::Metadata(request) => broker.metadata(&request).await,
+        Request::Produce(request) => {
+            let acks = request.acks;
+            let response = produce_request(broker, frame, request).await;
+            if acks == 0 {
+                return Some(None);
+            }
+            response
+        }
+        Request::Fetch(request) => fetch_request(broker, request).await,
+        Request::ListOffsets(request) => {
+            list_offsets_request(broker, header.id.api_version, request).await
+        }
+    };
+    encoded(encode_response(header.id, &response, false))
+}
+
+/// An encoding failure is our bug: say so, and close the connection rather than send garbage.
+fn encoded(result: Result<Vec<u8>, weir_kafka::EncodeError>) -> Option<Option<Vec<u8>>> {
+    match result {
+        Ok(bytes) => Some(Some(bytes)),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            None
+        }
     }
+}
+
+/// Sends `msg` to its owner and waits for the answer; `None` if the shard is gone (shutdown).
+async fn ask<T>(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    msg: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+) -> Option<T> {
+    let (reply, answer) = oneshot::channel();
+    broker
+        .mailbox(topic, partition)
+        .send(msg(reply))
+        .await
+        .ok()?;
+    answer.await.ok()
+}
+
+async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceRequest) -> Response {
+    let snapshot = broker.topics.snapshot();
+    let acks_valid = matches!(request.acks, -1..=1);
+    let mut pending = Vec::new();
+    for topic in request.topics {
+        let known = snapshot.get(&topic.name).cloned();
+        let mut parts = Vec::new();
+        for part in topic.partitions {
+            let outcome = match (&known, part.records) {
+                _ if !acks_valid => Err(error_code::INVALID_REQUIRED_ACKS),
+                (Some(t), _) if part.index < 0 || part.index >= t.partitions => {
+                    Err(error_code::UNKNOWN_TOPIC_OR_PARTITION)
+                }
+                (None, _) => Err(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                (Some(_), None) => Err(error_code::CORRUPT_MESSAGE),
+                (Some(t), Some(range)) => {
+                    let (reply, answer) = oneshot::channel();
+                    let msg = ShardMsg::Produce {
+                        topic: t.clone(),
+                        partition: part.index,
+                        records: frame[range].to_vec(),
+                        wait_durable: request.acks == -1,
+                        reply,
+                    };
+                    match broker.mailbox(&t.name, part.index).send(msg).await {
+                        Ok(()) => Ok(answer),
+                        Err(_) => Err(error_code::KAFKA_STORAGE_ERROR),
+                    }
+                }
+            };
+            parts.push((part.index, outcome));
+        }
+        pending.push((topic.name, parts));
+    }
+    // The owners work in parallel; gather their answers in request order.
+    let mut topics = Vec::new();
+    for (name, parts) in pending {
+        let mut results = Vec::new();
+        for (index, outcome) in parts {
+            let outcome = match outcome {
+                Ok(answer) => answer
+                    .await
+                    .unwrap_or_else(|_| ProduceOutcome::error(error_code::KAFKA_STORAGE_ERROR)),
+                Err(code) => ProduceOutcome::error(code),
+            };
+            results.push(PartitionResult {
+                index,
+                error_code: outcome.error_code,
+                base_offset: outcome.base_offset,
+                log_append_time_ms: -1,
+                log_start_offset: outcome.log_start_offset,
+                error_message: outcome.message,
+            });
+        }
+        topics.push((name, results));
+    }
+    Response::Produce(produce::response(topics))
+}
+
+async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response {
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = request.max_bytes.max(0) as usize;
+    loop {
+        let snapshot = broker.topics.snapshot();
+        let mut topics = Vec::new();
+        let mut watches = Vec::new();
+        let mut total = 0usize;
+        let mut errors = false;
+        for topic in &request.topics {
+            let known = snapshot.get(&topic.name).cloned();
+            let mut parts = Vec::new();
+            for part in &topic.partitions {
+                let outcome = match &known {
+                    Some(t) if (0..t.partitions).contains(&part.index) => {
+                        let max = part.partition_max_bytes.max(0) as u64;
+                        ask(broker, &t.name, part.index, |reply| ShardMsg::Fetch {
+                            topic: t.clone(),
+                            partition: part.index,
+                            offset: part.fetch_offset,
+                            max_bytes: max,
+                            reply,
+                        })
+                        .await
+                        .unwrap_or_else(|| FetchOutcome::error(error_code::KAFKA_STORAGE_ERROR))
+                    }
+                    _ => FetchOutcome::error(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                };
+                errors |= outcome.error_code != error_code::NONE;
+                // The response's max_bytes: later partitions get nothing once it is used up,
+                // but the first batch is always sent (KIP-74).
+                let records = if total > 0 && total + outcome.records.len() > max_bytes {
+                    bytes::Bytes::new()
+                } else {
+                    outcome.records
+                };
+                total += records.len();
+                if let Some(end) = outcome.end {
+                    watches.push(end);
+                }
+                parts.push(FetchedPartition {
+                    index: part.index,
+                    error_code: outcome.error_code,
+                    high_watermark: outcome.high_watermark,
+                    log_start_offset: outcome.log_start_offset,
+                    records,
+                });
+            }
+            topics.push((topic.name.clone(), parts));
+        }
+        let now = tokio::time::Instant::now();
+        if total >= min_bytes.max(1) || errors || now >= deadline || watches.is_empty() {
+            return Response::Fetch(fetch::response(topics));
+        }
+        // Long poll: sleep until a partition's end moves or the wait is over. No busy polling.
+        let changed = futures_any(watches);
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Resolves when any of the watches sees a change.
+async fn futures_any(watches: Vec<watch::Receiver<i64>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut tasks = Vec::new();
+    for mut end in watches {
+        let tx = tx.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            if end.changed().await.is_ok() {
+                let _ = tx.try_send(());
+            }
+        }));
+    }
+    drop(tx);
+    let _ = rx.recv().await;
+    for task in tasks {
+        task.abort();
+    }
+}
+
+async fn list_offsets_request(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> Response {
+    let snapshot = broker.topics.snapshot();
+    let mut topics = Vec::new();
+    for (name, parts) in request.topics {
+        let known = snapshot.get(&name).cloned();
+        let mut found = Vec::new();
+        for (index, timestamp) in parts {
+            let outcome = match &known {
+                Some(t) if (0..t.partitions).contains(&index) => {
+                    ask(broker, &t.name, index, |reply| ShardMsg::ListOffsets {
+                        topic: t.clone(),
+                        partition: index,
+                        timestamp,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or_else(|| ListOutcome::error(error_code::KAFKA_STORAGE_ERROR))
+                }
+                _ => ListOutcome::error(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            found.push(OffsetFound {
+                index,
+                error_code: outcome.error_code,
+                timestamp: outcome.timestamp,
+                offset: outcome.offset,
+            });
+        }
+        topics.push((name, found));
+    }
+    Response::ListOffsets(list_offsets::response(version, topics))
 }

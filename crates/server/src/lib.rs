@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! Server::start → shard threads (current_thread reactors) → listener (SO_REUSEPORT)
-//!               → connection → weir_kafka::decode_request → Broker → encode_response
+//!   → connection → weir_kafka::decode_request → Broker / owning shard's mailbox
+//!   → partition (weir_log::Log) → answers gathered → encode_response → in request order
 //! ```
 
 mod broker;
@@ -10,44 +11,72 @@ pub mod config;
 mod connection;
 mod http;
 mod metrics;
+mod partition;
 mod shard;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{mpsc as std_mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use weir_broker::topics::Topics;
+use weir_log::Flusher;
 
+use broker::Broker;
 pub use config::ServerConfig;
 
 /// A running broker.
 pub struct Server {
     kafka_addr: SocketAddr,
     http_addr: SocketAddr,
+    /// Phase 1 of shutdown: stop accepting, finish in-flight requests.
     stop: watch::Sender<bool>,
+    /// Phase 2: every shard's connections are done; close the logs.
+    close: watch::Sender<bool>,
+    drained: std_mpsc::Receiver<()>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds the listeners and starts `config.shards` shard threads.
+    /// Opens the topics, binds the listeners and starts `config.shards` shard threads.
     pub fn start(config: ServerConfig) -> std::io::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)?;
         let cluster_id = broker::cluster_id(&config.data_dir)?;
-        let (stop, stopped) = watch::channel(false);
+        let topics = Topics::open(&config.data_dir).map_err(std::io::Error::other)?;
+        let flusher = Flusher::start(config.flush_threads)?;
         let shards = config.shards.max(1);
+        let mut inboxes = Vec::new();
+        let mut mailboxes = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel(config.shard_mailbox_capacity.max(1));
+            mailboxes.push(tx);
+            inboxes.push(rx);
+        }
+        let broker = Arc::new(Broker {
+            config: config.clone(),
+            node: OnceLock::new(),
+            cluster_id,
+            metrics: Default::default(),
+            topics,
+            mailboxes,
+            flusher,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let (close, closed) = watch::channel(false);
+        let (drained_tx, drained) = std_mpsc::channel();
 
         // Shard 0 binds first: with port 0 it learns the port the others must share.
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
         let mut threads = Vec::new();
         let mut kafka_addr = config.kafka_listen;
-        let mut broker: Option<Arc<Broker>> = None;
         let mut http_addr = config.http_listen;
-        for index in 0..shards {
+        for (index, inbox) in inboxes.into_iter().enumerate() {
             let ready = ready_tx.clone();
+            let drained = drained_tx.clone();
             let stopped = stopped.clone();
-            let shared = broker.clone();
-            let config = config.clone();
-            let cluster_id = cluster_id.clone();
+            let closed = closed.clone();
+            let broker = broker.clone();
+            let bind_to = kafka_addr;
             let handle = std::thread::Builder::new()
                 .name(format!("weir-shard-{index}"))
                 .spawn(move || {
@@ -63,41 +92,23 @@ impl Server {
                     };
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&runtime, async move {
-                        let listener = match shard::bind(kafka_addr) {
-                            Ok(listener) => listener,
+                        let started = start_listeners(index, bind_to, &broker);
+                        let (listener, http) = match started {
+                            Ok(bound) => bound,
                             Err(e) => {
                                 let _ = ready.send(Err(e));
                                 return;
                             }
                         };
-                        let bound = listener.local_addr();
-                        // Shard 0 creates the shared state and the HTTP listener.
-                        let (broker, http) = match shared {
-                            Some(broker) => (broker, None),
-                            None => {
-                                let http = match shard::bind(config.http_listen) {
-                                    Ok(http) => http,
-                                    Err(e) => {
-                                        let _ = ready.send(Err(e));
-                                        return;
-                                    }
-                                };
-                                let bound = match bound.as_ref() {
-                                    Ok(addr) => *addr,
-                                    Err(_) => kafka_addr,
-                                };
-                                let node = broker_node(&config, bound);
-                                let broker = Arc::new(Broker {
-                                    config: config.clone(),
-                                    node,
-                                    cluster_id,
-                                    metrics: Default::default(),
-                                });
-                                (broker, Some(http))
-                            }
-                        };
-                        let http_addr = http.as_ref().and_then(|h| h.local_addr().ok());
-                        let _ = ready.send(bound.map(|addr| (addr, http_addr, broker.clone())));
+                        let addrs = listener
+                            .local_addr()
+                            .map(|kafka| (kafka, http.as_ref().and_then(|h| h.local_addr().ok())));
+                        let _ = ready.send(addrs);
+                        let mailbox = tokio::task::spawn_local(partition::run_mailbox(
+                            inbox,
+                            broker.clone(),
+                            closed,
+                        ));
                         if let Some(http) = http {
                             tokio::task::spawn_local(http::run(
                                 http,
@@ -105,23 +116,27 @@ impl Server {
                                 stopped.clone(),
                             ));
                         }
-                        shard::run(listener, broker, stopped, config.shutdown_grace).await;
+                        let grace = broker.config.shutdown_grace;
+                        shard::run(listener, broker, stopped, grace).await;
+                        let _ = drained.send(());
+                        let _ = mailbox.await;
                     });
                 })?;
             threads.push(handle);
-            let (addr, http, shared) = ready_rx
+            let (addr, http) = ready_rx
                 .recv()
                 .map_err(|_| std::io::Error::other("shard thread exited during start"))??;
             if index == 0 {
                 kafka_addr = addr;
                 http_addr = http.unwrap_or(http_addr);
-                broker = Some(shared);
             }
         }
         Ok(Server {
             kafka_addr,
             http_addr,
             stop,
+            close,
+            drained,
             threads,
         })
     }
@@ -135,26 +150,43 @@ impl Server {
         self.http_addr
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace_ms`), and waits
-    /// for every shard to end.
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace_ms`), then closes
+    /// every log cleanly (clean-shutdown checkpoints) and waits for the shards to end.
     pub fn shutdown(self) {
         let _ = self.stop.send(true);
+        for _ in 0..self.threads.len() {
+            if self.drained.recv().is_err() {
+                break;
+            }
+        }
+        let _ = self.close.send(true);
         for thread in self.threads {
             let _ = thread.join();
         }
     }
 }
 
-fn broker_node(config: &ServerConfig, bound: SocketAddr) -> weir_kafka::metadata::Node {
-    let (host, port) = match &config.advertised_listener {
+/// Binds shard `index`'s Kafka listener; shard 0 also binds HTTP and records the advertised
+/// node (the Kafka port may have been 0).
+fn start_listeners(
+    index: usize,
+    kafka: SocketAddr,
+    broker: &Broker,
+) -> std::io::Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>)> {
+    let listener = shard::bind(kafka)?;
+    if index != 0 {
+        return Ok((listener, None));
+    }
+    let http = shard::bind(broker.config.http_listen)?;
+    let bound = listener.local_addr()?;
+    let (host, port) = match &broker.config.advertised_listener {
         Some((host, port)) => (host.clone(), *port),
         None => (bound.ip().to_string(), bound.port()),
     };
-    weir_kafka::metadata::Node {
+    let _ = broker.node.set(weir_kafka::metadata::Node {
         node_id: 0,
         host,
         port: i32::from(port),
-    }
+    });
+    Ok((listener, Some(http)))
 }
-
-use broker::Broker;

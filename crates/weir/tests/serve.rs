@@ -30,19 +30,27 @@ impl Drop for TempDir {
     }
 }
 
+fn temp_dir() -> TempDir {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    TempDir(std::env::temp_dir().join(format!(
+        "weir-serve-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
 impl Weir {
     fn start(extra: &[&str]) -> Weir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "weir-serve-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        Weir::start_in(temp_dir(), extra)
+    }
+
+    /// Starts on `dir`, which the returned process owns (and removes when dropped).
+    fn start_in(dir: TempDir, extra: &[&str]) -> Weir {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .arg("serve")
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&dir.0)
             .args([
                 "--kafka-listen",
                 "127.0.0.1:0",
@@ -86,7 +94,7 @@ impl Weir {
             kafka: kafka.expect("kafka"),
             http: http.expect("http"),
             log,
-            _dir: TempDir(dir),
+            _dir: dir,
         }
     }
 
@@ -99,7 +107,13 @@ impl Weir {
         stream
     }
 
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    /// SIGTERM, wait for exit; returns the status, the rest of the log, and the data directory.
+    fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
+        let (status, lines, _) = self.terminate_keep();
+        (status, lines)
+    }
+
+    fn terminate_keep(mut self) -> (std::process::ExitStatus, Vec<String>, TempDir) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -114,7 +128,8 @@ impl Weir {
             std::thread::sleep(Duration::from_millis(20));
         };
         let lines = self.log.try_iter().collect();
-        (status, lines)
+        let dir = std::mem::replace(&mut self._dir, TempDir(std::path::PathBuf::new()));
+        (status, lines, dir)
     }
 }
 
@@ -214,13 +229,20 @@ fn api_versions_with_kip_511_fallback_keeps_the_connection() {
 }
 
 #[test]
-fn metadata_advertises_the_listener_and_unknown_topics() {
+fn metadata_advertises_the_listener_and_auto_creates_topics() {
     let weir = Weir::start(&["--advertised-listener", "broker.example:19092"]);
     let mut stream = weir.connect();
+    let topic = |name: &str| {
+        MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+    };
     for version in [0i16, 1, 4, 9, 12] {
-        let body = MetadataRequest::default()
-            .with_topics(Some(vec![MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_static_str("orders"))))]));
+        // From v4 a client may forbid auto-creation: the topic stays unknown.
+        let name = format!("missing-v{version}");
+        let mut body = MetadataRequest::default().with_topics(Some(vec![topic(&name)]));
+        if version >= 4 {
+            body = body.with_allow_auto_topic_creation(false);
+        }
         let frame = request(ApiKey::Metadata, version, 100 + i32::from(version), &body);
         let (correlation, mut body) = call(&mut stream, &frame, ApiKey::Metadata, version);
         assert_eq!(correlation, 100 + i32::from(version));
@@ -229,15 +251,34 @@ fn metadata_advertises_the_listener_and_unknown_topics() {
         assert_eq!(response.brokers[0].host.as_str(), "broker.example");
         assert_eq!(response.brokers[0].port, 19092);
         assert_eq!(response.topics.len(), 1);
-        assert_eq!(
-            response.topics[0].error_code, 3,
-            "UNKNOWN_TOPIC_OR_PARTITION"
-        );
+        if version >= 4 {
+            assert_eq!(
+                response.topics[0].error_code, 3,
+                "UNKNOWN_TOPIC_OR_PARTITION"
+            );
+        }
         if version >= 2 {
             let id = response.cluster_id.expect("cluster id");
             assert_eq!(id.len(), 22, "{id}");
         }
     }
+    // Allowed (the default): created with num_partitions=1, led by this broker.
+    let body = MetadataRequest::default()
+        .with_topics(Some(vec![topic("created")]))
+        .with_allow_auto_topic_creation(true);
+    let frame = request(ApiKey::Metadata, 12, 1, &body);
+    let (_, mut body) = call(&mut stream, &frame, ApiKey::Metadata, 12);
+    let response = MetadataResponse::decode(&mut body, 12).expect("Metadata response");
+    let created = &response.topics[0];
+    assert_eq!(created.error_code, 0);
+    assert_eq!(created.partitions.len(), 1);
+    assert_eq!(created.partitions[0].leader_id.0, 0);
+    // Invalid names are refused, never created.
+    let body = MetadataRequest::default().with_topics(Some(vec![topic("bad/name")]));
+    let frame = request(ApiKey::Metadata, 12, 2, &body);
+    let (_, mut body) = call(&mut stream, &frame, ApiKey::Metadata, 12);
+    let response = MetadataResponse::decode(&mut body, 12).expect("Metadata response");
+    assert_eq!(response.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
 }
 
 #[test]
@@ -371,4 +412,141 @@ fn kcat_lists_the_broker() {
         "{text}"
     );
     assert!(text.contains(" 0 topics:"), "{text}");
+}
+
+fn kcat(args: &[&str], input: Option<&str>) -> String {
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kcat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).expect("write");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("kcat");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn have_kcat() -> bool {
+    if Command::new("kcat").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "kcat missing: scripts/test installs it"
+    );
+    eprintln!("SKIPPED: kcat not installed (scripts/test installs it)");
+    false
+}
+
+#[test]
+fn kcat_produces_and_consumes_keyed_records_with_headers_across_a_restart() {
+    if !have_kcat() {
+        return;
+    }
+    let weir = Weir::start(&[]);
+    let broker = weir.kafka.to_string();
+    let input: String = (0..200)
+        .map(|i| format!("key-{i}:value number {i}\n"))
+        .collect();
+    // The first produce auto-creates the topic through Metadata.
+    kcat(
+        &[
+            "-P",
+            "-b",
+            &broker,
+            "-t",
+            "orders",
+            "-K:",
+            "-H",
+            "trace=abc",
+            "-z",
+            "none",
+        ],
+        Some(&input),
+    );
+    let format = "%k|%s|%h|%o|%p\n";
+    let consume = |broker: &str| {
+        kcat(
+            &[
+                "-C",
+                "-b",
+                broker,
+                "-t",
+                "orders",
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                format,
+            ],
+            None,
+        )
+    };
+    let check = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 200, "{text}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(
+                *line,
+                format!("key-{i}|value number {i}|trace=abc|{i}|0"),
+                "record {i}"
+            );
+        }
+    };
+    check(&consume(&broker));
+    // Offsets: earliest 0, latest 200.
+    let offsets = kcat(&["-Q", "-b", &broker, "-t", "orders:0:-1"], None);
+    assert!(offsets.contains("offset 200"), "{offsets}");
+
+    // Restart on the same data: everything is still there.
+    let (status, _, dir) = weir.terminate_keep();
+    assert!(status.success());
+    let weir = Weir::start_in(dir, &[]);
+    check(&consume(&weir.kafka.to_string()));
+}
+
+#[test]
+fn kcat_round_trips_every_compression_codec() {
+    if !have_kcat() {
+        return;
+    }
+    let weir = Weir::start(&[]);
+    let broker = weir.kafka.to_string();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        let input: String = (0..50)
+            .map(|i| format!("k{i}:{codec} payload {i} {}\n", "x".repeat(i)))
+            .collect();
+        kcat(
+            &["-P", "-b", &broker, "-t", &topic, "-K:", "-z", codec],
+            Some(&input),
+        );
+        let text = kcat(
+            &[
+                "-C",
+                "-b",
+                &broker,
+                "-t",
+                &topic,
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k:%s\n",
+            ],
+            None,
+        );
+        assert_eq!(text, input, "{codec}");
+    }
 }

@@ -1,0 +1,312 @@
+//! The owning side of partitions: each shard keeps the partitions it owns (their logs) and
+//! serves the requests other shards' connections send to its mailbox. Nothing else touches a
+//! partition's log, so it needs no lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use weir_broker::topics::Topic;
+use weir_kafka::{error_code, list_offsets};
+use weir_log::{Log, LogError, LogOptions};
+
+use crate::broker::Broker;
+
+/// A request for one partition, sent to the shard that owns it.
+pub(crate) enum ShardMsg {
+    Produce {
+        topic: Arc<Topic>,
+        partition: i32,
+        records: Vec<u8>,
+        /// acks=all: answer once the batches are as durable as the topic's flush policy asks.
+        wait_durable: bool,
+        reply: oneshot::Sender<ProduceOutcome>,
+    },
+    Fetch {
+        topic: Arc<Topic>,
+        partition: i32,
+        offset: i64,
+        max_bytes: u64,
+        reply: oneshot::Sender<FetchOutcome>,
+    },
+    ListOffsets {
+        topic: Arc<Topic>,
+        partition: i32,
+        timestamp: i64,
+        reply: oneshot::Sender<ListOutcome>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProduceOutcome {
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub message: Option<String>,
+}
+
+pub(crate) struct FetchOutcome {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+    /// Changes when the partition's log end offset moves: what a long poll waits on.
+    pub end: Option<watch::Receiver<i64>>,
+}
+
+pub(crate) struct ListOutcome {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+struct Partition {
+    log: Log,
+    end: watch::Sender<i64>,
+}
+
+/// Kafka's error code for a log error.
+pub(crate) fn error_code_of(error: &LogError) -> i16 {
+    match error {
+        LogError::InvalidBatch { .. } => error_code::CORRUPT_MESSAGE,
+        LogError::BatchTooLarge { .. } => error_code::MESSAGE_TOO_LARGE,
+        LogError::OffsetOutOfRange { .. } => error_code::OFFSET_OUT_OF_RANGE,
+        LogError::Config(_) => error_code::INVALID_CONFIG,
+        _ => error_code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+pub(crate) struct Partitions {
+    broker: Arc<Broker>,
+    open: HashMap<(String, i32), Partition>,
+}
+
+impl Partitions {
+    pub fn new(broker: Arc<Broker>) -> Partitions {
+        Partitions {
+            broker,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The partition's log, opened on first use. Opening reads the disk (recovery), so it runs
+    /// on the blocking pool.
+    async fn get(&mut self, topic: &Topic, index: i32) -> Result<&mut Partition, LogError> {
+        let key = (topic.name.clone(), index);
+        if !self.open.contains_key(&key) {
+            let dir = self.broker.topics.partition_dir(&topic.name, index);
+            let options = LogOptions::new(topic.config.clone(), self.broker.flusher.clone());
+            let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
+                .await
+                .map_err(|e| LogError::Failed {
+                    cause: format!("opening the log panicked: {e}"),
+                })??;
+            let (end, _) = watch::channel(log.log_end_offset());
+            self.open.insert(key.clone(), Partition { log, end });
+        }
+        Ok(self.open.get_mut(&key).expect("just inserted"))
+    }
+
+    pub async fn handle(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Produce {
+                topic,
+                partition,
+                mut records,
+                wait_durable,
+                reply,
+            } => {
+                let p = match self.get(&topic, partition).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = reply.send(ProduceOutcome::failed(&e));
+                        return;
+                    }
+                };
+                match p.log.append(&mut records) {
+                    Err(e) => {
+                        let _ = reply.send(ProduceOutcome::failed(&e));
+                    }
+                    Ok(appended) => {
+                        p.end.send_replace(p.log.log_end_offset());
+                        let outcome = ProduceOutcome {
+                            error_code: error_code::NONE,
+                            base_offset: appended.base_offset,
+                            log_start_offset: p.log.log_start_offset(),
+                            message: None,
+                        };
+                        if wait_durable && !appended.durable.is_ready() {
+                            tokio::task::spawn_local(async move {
+                                let outcome = match appended.durable.await {
+                                    Ok(()) => outcome,
+                                    Err(e) => ProduceOutcome::failed(&e),
+                                };
+                                let _ = reply.send(outcome);
+                            });
+                        } else {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                }
+            }
+            ShardMsg::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                reply,
+            } => {
+                let outcome = match self.get(&topic, partition).await {
+                    Err(e) => FetchOutcome::failed(&e),
+                    Ok(p) => {
+                        let high_watermark = p.log.log_end_offset();
+                        let log_start_offset = p.log.log_start_offset();
+                        match p.log.read_copy(offset, max_bytes) {
+                            Ok(copy) => FetchOutcome {
+                                error_code: error_code::NONE,
+                                high_watermark,
+                                log_start_offset,
+                                records: Bytes::from(copy.bytes),
+                                end: Some(p.end.subscribe()),
+                            },
+                            Err(e) => FetchOutcome {
+                                high_watermark,
+                                log_start_offset,
+                                ..FetchOutcome::failed(&e)
+                            },
+                        }
+                    }
+                };
+                let _ = reply.send(outcome);
+            }
+            ShardMsg::ListOffsets {
+                topic,
+                partition,
+                timestamp,
+                reply,
+            } => {
+                let outcome = match self.get(&topic, partition).await {
+                    Err(e) => ListOutcome::failed(&e),
+                    Ok(p) => list(&p.log, timestamp),
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Clean shutdown of every open log: index tails written, checkpoints made.
+    pub fn close_all(&mut self) {
+        for ((topic, index), partition) in self.open.drain() {
+            if let Err(e) = partition.log.close() {
+                eprintln!("weir: closing {topic}-{index}: {e}");
+            }
+        }
+    }
+}
+
+fn list(log: &Log, timestamp: i64) -> ListOutcome {
+    let found = |offset| ListOutcome {
+        error_code: error_code::NONE,
+        timestamp: -1,
+        offset,
+    };
+    match timestamp {
+        list_offsets::LATEST => found(log.log_end_offset()),
+        list_offsets::EARLIEST => found(log.log_start_offset()),
+        list_offsets::MAX_TIMESTAMP => match log.max_timestamp() {
+            Ok(Some(hit)) => ListOutcome {
+                error_code: error_code::NONE,
+                timestamp: hit.max_timestamp,
+                offset: hit.base_offset.max(log.log_start_offset()),
+            },
+            Ok(None) => found(-1),
+            Err(e) => ListOutcome::failed(&e),
+        },
+        // By time: the first batch holding a record at or after it (record-exact lookup inside
+        // a batch arrives with record decoding).
+        _ => match log.find_timestamp(timestamp) {
+            Ok(Some(hit)) => ListOutcome {
+                error_code: error_code::NONE,
+                timestamp: hit.max_timestamp,
+                offset: hit.base_offset.max(log.log_start_offset()),
+            },
+            Ok(None) => found(-1),
+            Err(e) => ListOutcome::failed(&e),
+        },
+    }
+}
+
+impl ProduceOutcome {
+    pub fn failed(error: &LogError) -> ProduceOutcome {
+        ProduceOutcome {
+            error_code: error_code_of(error),
+            base_offset: -1,
+            log_start_offset: -1,
+            message: Some(error.to_string()),
+        }
+    }
+
+    pub fn error(code: i16) -> ProduceOutcome {
+        ProduceOutcome {
+            error_code: code,
+            base_offset: -1,
+            log_start_offset: -1,
+            message: None,
+        }
+    }
+}
+
+impl FetchOutcome {
+    pub fn failed(error: &LogError) -> FetchOutcome {
+        FetchOutcome::error(error_code_of(error))
+    }
+
+    pub fn error(code: i16) -> FetchOutcome {
+        FetchOutcome {
+            error_code: code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+            end: None,
+        }
+    }
+}
+
+impl ListOutcome {
+    pub fn failed(error: &LogError) -> ListOutcome {
+        ListOutcome::error(error_code_of(error))
+    }
+
+    pub fn error(code: i16) -> ListOutcome {
+        ListOutcome {
+            error_code: code,
+            timestamp: -1,
+            offset: -1,
+        }
+    }
+}
+
+/// A shard's mailbox loop: serves partition requests until shutdown, then answers what is
+/// still queued and closes its logs cleanly.
+pub(crate) async fn run_mailbox(
+    mut inbox: mpsc::Receiver<ShardMsg>,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut partitions = Partitions::new(broker);
+    loop {
+        tokio::select! {
+            msg = inbox.recv() => match msg {
+                Some(msg) => partitions.handle(msg).await,
+                None => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    inbox.close();
+    while let Some(msg) = inbox.recv().await {
+        partitions.handle(msg).await;
+    }
+    partitions.close_all();
+}
