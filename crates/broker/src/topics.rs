@@ -47,6 +47,14 @@ pub enum TopicError {
     },
     #[error("corrupt topic metadata {}: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("topic {0:?} does not exist")]
+    Unknown(String),
+    #[error("topic {name:?} has {current} partitions; the count can only grow (asked {asked})")]
+    PartitionsCannotShrink {
+        name: String,
+        current: i32,
+        asked: i32,
+    },
 }
 
 pub struct Topics {
@@ -67,8 +75,17 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Topics {
-    /// Loads every topic under `<data_dir>/topics`.
+    /// Loads every topic under `<data_dir>/topics`, and finishes deleting what a crash left in
+    /// `<data_dir>/deleted`.
     pub fn open(data_dir: &Path) -> Result<Topics, TopicError> {
+        let deleted = data_dir.join("deleted");
+        if deleted.exists() {
+            std::fs::remove_dir_all(&deleted).map_err(|source| TopicError::Io {
+                op: "remove",
+                path: deleted.clone(),
+                source,
+            })?;
+        }
         let dir = data_dir.join("topics");
         std::fs::create_dir_all(&dir).map_err(|source| TopicError::Io {
             op: "create",
@@ -160,6 +177,92 @@ impl Topics {
         next.insert(name.to_string(), topic.clone());
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         Ok(topic)
+    }
+}
+
+impl Topics {
+    /// Raises a topic's partition count (CreatePartitions). Counts never shrink.
+    pub fn add_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, TopicError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self
+            .snapshot()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        if total <= current.partitions {
+            return Err(TopicError::PartitionsCannotShrink {
+                name: name.to_string(),
+                current: current.partitions,
+                asked: total,
+            });
+        }
+        if total > PARTITIONS_PER_TOPIC_MAX {
+            return Err(TopicError::InvalidPartitions(total));
+        }
+        let topic = Topic {
+            partitions: total,
+            ..(*current).clone()
+        };
+        self.replace(topic)
+    }
+
+    /// Replaces a topic's settings (AlterConfigs).
+    pub fn set_config(&self, name: &str, config: LogConfig) -> Result<Arc<Topic>, TopicError> {
+        config.validate()?;
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self
+            .snapshot()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.replace(Topic {
+            config,
+            ..(*current).clone()
+        })
+    }
+
+    /// Writes and publishes a changed topic. The caller holds the writer lock.
+    fn replace(&self, topic: Topic) -> Result<Arc<Topic>, TopicError> {
+        let dir = self.dir.join(&topic.name);
+        write_meta(&dir, &topic).map_err(|source| TopicError::Io {
+            op: "write topic metadata",
+            path: dir,
+            source,
+        })?;
+        let topic = Arc::new(topic);
+        let mut next = (*self.snapshot()).clone();
+        next.insert(topic.name.clone(), topic.clone());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(topic)
+    }
+
+    /// Deletes a topic: it disappears from the snapshot at once, and its directory is moved
+    /// to `<data_dir>/deleted/` (an atomic rename), from which the caller removes it once no
+    /// shard holds its logs open. Returns the deleted topic and where its data now is.
+    pub fn delete(&self, name: &str) -> Result<(Arc<Topic>, PathBuf), TopicError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self
+            .snapshot()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TopicError::Io { op, path, source }
+        };
+        let trash = self.dir.with_file_name("deleted");
+        std::fs::create_dir_all(&trash).map_err(io("create", &trash))?;
+        let id: String = topic.id.iter().map(|b| format!("{b:02x}")).collect();
+        let to = trash.join(format!("{name}-{id}"));
+        let from = self.dir.join(name);
+        std::fs::rename(&from, &to).map_err(io("rename", &from))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))?;
+        let mut next = (*self.snapshot()).clone();
+        next.remove(name);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok((topic, to))
     }
 }
 
@@ -277,6 +380,23 @@ mod tests {
         let again = reopened.get("orders").expect("persisted");
         assert_eq!(*again, *orders);
         assert_eq!(again.config, config);
+
+        let grown = reopened.add_partitions("orders", 5).expect("grow");
+        assert_eq!(grown.partitions, 5);
+        assert!(matches!(
+            reopened.add_partitions("orders", 2),
+            Err(TopicError::PartitionsCannotShrink { .. })
+        ));
+        let (gone, trash) = reopened.delete("orders").expect("delete");
+        assert_eq!(gone.id, orders.id);
+        assert!(trash.exists() && reopened.get("orders").is_none());
+        drop(reopened);
+        let after = Topics::open(&dir).expect("reopen after delete");
+        assert!(after.get("orders").is_none());
+        assert!(
+            !trash.exists(),
+            "leftovers of a deletion are removed at open"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -4,6 +4,7 @@
 //! declared length is trusted beyond the bytes actually received. Responses are built and
 //! encoded with the `kafka-protocol` crate's message types.
 
+pub mod admin;
 pub mod api;
 pub mod api_versions;
 mod error;
@@ -31,6 +32,9 @@ pub enum Request {
     ListOffsets(list_offsets::ListOffsetsRequest),
     ApiVersions(api_versions::ApiVersionsRequest),
     Metadata(metadata::MetadataRequest),
+    CreateTopics(admin::CreateTopicsRequest),
+    DeleteTopics(admin::DeleteTopicsRequest),
+    CreatePartitions(admin::CreatePartitionsRequest),
 }
 
 /// What a request frame turned out to be.
@@ -69,6 +73,15 @@ pub fn decode_request(frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         ApiKey::ListOffsets => Request::ListOffsets(list_offsets::decode(&mut reader, version)?),
         ApiKey::ApiVersions => Request::ApiVersions(api_versions::decode(&mut reader, version)?),
         ApiKey::Metadata => Request::Metadata(metadata::decode(&mut reader, version)?),
+        ApiKey::CreateTopics => {
+            Request::CreateTopics(admin::decode_create_topics(&mut reader, version)?)
+        }
+        ApiKey::DeleteTopics => {
+            Request::DeleteTopics(admin::decode_delete_topics(&mut reader, version)?)
+        }
+        ApiKey::CreatePartitions => {
+            Request::CreatePartitions(admin::decode_create_partitions(&mut reader, version)?)
+        }
         _ => return Ok(Decoded::Unsupported(id)),
     };
     Ok(Decoded::Request { header, request })
@@ -81,6 +94,9 @@ pub enum Response {
     ListOffsets(kafka_protocol::messages::ListOffsetsResponse),
     ApiVersions(kafka_protocol::messages::ApiVersionsResponse),
     Metadata(kafka_protocol::messages::MetadataResponse),
+    CreateTopics(kafka_protocol::messages::CreateTopicsResponse),
+    DeleteTopics(kafka_protocol::messages::DeleteTopicsResponse),
+    CreatePartitions(kafka_protocol::messages::CreatePartitionsResponse),
 }
 
 /// A response that cannot be encoded at the request's version: a bug of ours (a field set that
@@ -115,6 +131,9 @@ pub fn encode_response(
         Response::Produce(_) => (ApiKey::Produce, id.api_version),
         Response::Fetch(_) => (ApiKey::Fetch, id.api_version),
         Response::ListOffsets(_) => (ApiKey::ListOffsets, id.api_version),
+        Response::CreateTopics(_) => (ApiKey::CreateTopics, id.api_version),
+        Response::DeleteTopics(_) => (ApiKey::DeleteTopics, id.api_version),
+        Response::CreatePartitions(_) => (ApiKey::CreatePartitions, id.api_version),
     };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // size, filled in below
@@ -129,6 +148,9 @@ pub fn encode_response(
         Response::Produce(body) => body.encode(&mut buf, version),
         Response::Fetch(body) => body.encode(&mut buf, version),
         Response::ListOffsets(body) => body.encode(&mut buf, version),
+        Response::CreateTopics(body) => body.encode(&mut buf, version),
+        Response::DeleteTopics(body) => body.encode(&mut buf, version),
+        Response::CreatePartitions(body) => body.encode(&mut buf, version),
     }
     .map_err(error)?;
     let size = (buf.len() - 4) as i32;

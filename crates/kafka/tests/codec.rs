@@ -398,3 +398,122 @@ fn produce_fetch_list_offsets_responses_encode_at_every_served_version() {
         assert_eq!(decoded.topics[0].partitions[0].offset, 5);
     }
 }
+
+#[test]
+fn admin_requests_and_responses_at_every_version() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{
+        CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+        CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    };
+    use weir_kafka::admin;
+    let id = |key: ApiKey, version| RequestId {
+        api_key: key as i16,
+        api_version: version,
+        correlation_id: 9,
+    };
+    for version in 2..=7 {
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("new-topic")))
+                .with_num_partitions(3)
+                .with_replication_factor(1)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("60000")))])])
+            .with_timeout_ms(1000)
+            .with_validate_only(true);
+        let bytes = frame(ApiKey::CreateTopics, version, 1, &request);
+        let Ok(Decoded::Request {
+            request: Request::CreateTopics(c),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("create topics v{version}");
+        };
+        assert!(c.validate_only);
+        assert_eq!(c.topics[0].name, "new-topic");
+        assert_eq!(c.topics[0].num_partitions, 3);
+        assert_eq!(
+            c.topics[0].configs,
+            vec![("retention.ms".to_string(), Some("60000".to_string()))]
+        );
+        for error_code in [0, 36] {
+            let response = admin::create_topics_response(
+                version,
+                vec![admin::CreatedTopic {
+                    name: "new-topic".into(),
+                    topic_id: [1; 16],
+                    error_code,
+                    error_message: (error_code != 0).then(|| "exists".into()),
+                    num_partitions: 3,
+                }],
+            );
+            let out = encode_response(
+                id(ApiKey::CreateTopics, version),
+                &Response::CreateTopics(response),
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let (_, mut body) = response_body(&out, ApiKey::CreateTopics, version);
+            let decoded = CreateTopicsResponse::decode(&mut body, version).expect("decode");
+            assert_eq!(decoded.topics[0].error_code, error_code);
+        }
+    }
+    for version in 1..=6 {
+        let mut request = DeleteTopicsRequest::default().with_timeout_ms(1000);
+        if version >= 6 {
+            request = request.with_topics(vec![DeleteTopicState::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("old"))))]);
+        } else {
+            request = request.with_topic_names(vec![TopicName(StrBytes::from_static_str("old"))]);
+        }
+        let bytes = frame(ApiKey::DeleteTopics, version, 1, &request);
+        let Ok(Decoded::Request {
+            request: Request::DeleteTopics(d),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("delete topics v{version}");
+        };
+        assert_eq!(d.names, vec!["old".to_string()]);
+        let response = admin::delete_topics_response(version, vec![("old".into(), [2; 16], 0)]);
+        let out = encode_response(
+            id(ApiKey::DeleteTopics, version),
+            &Response::DeleteTopics(response),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut body) = response_body(&out, ApiKey::DeleteTopics, version);
+        DeleteTopicsResponse::decode(&mut body, version).expect("decode");
+    }
+    for version in 0..=3 {
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("grow")))
+                .with_count(6)])
+            .with_timeout_ms(1000);
+        let bytes = frame(ApiKey::CreatePartitions, version, 1, &request);
+        let Ok(Decoded::Request {
+            request: Request::CreatePartitions(c),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("create partitions v{version}");
+        };
+        assert_eq!(c.topics, vec![("grow".to_string(), 6)]);
+        let response =
+            admin::create_partitions_response(vec![("grow".into(), 37, Some("no".into()))]);
+        let out = encode_response(
+            id(ApiKey::CreatePartitions, version),
+            &Response::CreatePartitions(response),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut body) = response_body(&out, ApiKey::CreatePartitions, version);
+        let decoded = CreatePartitionsResponse::decode(&mut body, version).expect("decode");
+        assert_eq!(decoded.results[0].error_code, 37);
+    }
+}

@@ -17,6 +17,7 @@ use weir_kafka::{
     Decoded, Request, Response,
 };
 
+use crate::admin;
 use crate::broker::Broker;
 use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 
@@ -115,6 +116,13 @@ async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<Vec<u8>>> {
         Request::ListOffsets(request) => {
             list_offsets_request(broker, header.id.api_version, request).await
         }
+        Request::CreateTopics(request) => {
+            admin::create_topics(broker, header.id.api_version, request).await
+        }
+        Request::DeleteTopics(request) => {
+            admin::delete_topics(broker, header.id.api_version, request).await
+        }
+        Request::CreatePartitions(request) => admin::create_partitions(broker, request).await,
     };
     encoded(encode_response(header.id, &response, false))
 }

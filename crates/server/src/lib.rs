@@ -6,6 +6,7 @@
 //!   → partition (weir_log::Log) → answers gathered → encode_response → in request order
 //! ```
 
+mod admin;
 mod broker;
 pub mod config;
 mod connection;

@@ -36,6 +36,12 @@ pub(crate) enum ShardMsg {
         timestamp: i64,
         reply: oneshot::Sender<ListOutcome>,
     },
+    /// The topic was deleted: drop the partition's log (its files are about to go).
+    Forget {
+        topic_id: [u8; 16],
+        partition: i32,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +85,9 @@ pub(crate) fn error_code_of(error: &LogError) -> i16 {
 
 pub(crate) struct Partitions {
     broker: Arc<Broker>,
-    open: HashMap<(String, i32), Partition>,
+    /// Keyed by topic id, so a topic deleted and created again under the same name never
+    /// reaches the old log.
+    open: HashMap<([u8; 16], i32), Partition>,
 }
 
 impl Partitions {
@@ -93,7 +101,7 @@ impl Partitions {
     /// The partition's log, opened on first use. Opening reads the disk (recovery), so it runs
     /// on the blocking pool.
     async fn get(&mut self, topic: &Topic, index: i32) -> Result<&mut Partition, LogError> {
-        let key = (topic.name.clone(), index);
+        let key = (topic.id, index);
         if !self.open.contains_key(&key) {
             let dir = self.broker.topics.partition_dir(&topic.name, index);
             let options = LogOptions::new(topic.config.clone(), self.broker.flusher.clone());
@@ -180,6 +188,14 @@ impl Partitions {
                 };
                 let _ = reply.send(outcome);
             }
+            ShardMsg::Forget {
+                topic_id,
+                partition,
+                reply,
+            } => {
+                self.open.remove(&(topic_id, partition));
+                let _ = reply.send(());
+            }
             ShardMsg::ListOffsets {
                 topic,
                 partition,
@@ -197,9 +213,10 @@ impl Partitions {
 
     /// Clean shutdown of every open log: index tails written, checkpoints made.
     pub fn close_all(&mut self) {
-        for ((topic, index), partition) in self.open.drain() {
+        for (_, partition) in self.open.drain() {
+            let dir = partition.log.dir().to_path_buf();
             if let Err(e) = partition.log.close() {
-                eprintln!("weir: closing {topic}-{index}: {e}");
+                eprintln!("weir: closing {}: {e}", dir.display());
             }
         }
     }

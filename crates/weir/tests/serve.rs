@@ -550,3 +550,172 @@ fn kcat_round_trips_every_compression_codec() {
         assert_eq!(text, input, "{codec}");
     }
 }
+
+fn create_topic(
+    stream: &mut TcpStream,
+    version: i16,
+    name: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> kafka_protocol::messages::create_topics_response::CreatableTopicResult {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )])
+        .with_timeout_ms(5000)
+        .with_validate_only(validate_only);
+    let frame = request_frame(ApiKey::CreateTopics, version, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::CreateTopics, version);
+    let mut response = CreateTopicsResponse::decode(&mut body, version).expect("CreateTopics");
+    response.topics.remove(0)
+}
+
+fn request_frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Vec<u8> {
+    request(key, version, 1, body)
+}
+
+/// Partition count of `name` as Metadata reports it without creating it; None when unknown.
+fn partitions_of(stream: &mut TcpStream, name: &str) -> Option<usize> {
+    let body = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(name.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let frame = request_frame(ApiKey::Metadata, 12, &body);
+    let (_, mut body) = call(stream, &frame, ApiKey::Metadata, 12);
+    let response = MetadataResponse::decode(&mut body, 12).expect("Metadata");
+    let topic = &response.topics[0];
+    (topic.error_code == 0).then(|| topic.partitions.len())
+}
+
+#[test]
+fn admin_creates_grows_and_deletes_topics() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{
+        CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest,
+        DeleteTopicsResponse,
+    };
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    let created = create_topic(
+        &mut s,
+        7,
+        "admin-a",
+        3,
+        1,
+        &[("flush.messages", "1")],
+        false,
+    );
+    assert_eq!(created.error_code, 0, "{:?}", created.error_message);
+    assert_eq!(created.num_partitions, 3);
+    assert_eq!(partitions_of(&mut s, "admin-a"), Some(3));
+    let meta =
+        std::fs::read_to_string(weir._dir.0.join("topics/admin-a/topic.meta")).expect("topic.meta");
+    assert!(meta.contains("flush.messages=1\n"), "{meta}");
+
+    let again = create_topic(&mut s, 2, "admin-a", 3, 1, &[], false);
+    assert_eq!(again.error_code, 36, "TOPIC_ALREADY_EXISTS");
+    let rf = create_topic(&mut s, 7, "admin-rf", 1, 3, &[], false);
+    assert_eq!(rf.error_code, 38, "INVALID_REPLICATION_FACTOR");
+    let compact = create_topic(
+        &mut s,
+        7,
+        "admin-c",
+        1,
+        1,
+        &[("cleanup.policy", "compact")],
+        false,
+    );
+    assert_eq!(compact.error_code, 40, "INVALID_CONFIG");
+    let unknown = create_topic(&mut s, 7, "admin-u", 1, 1, &[("no.such.key", "1")], false);
+    assert_eq!(unknown.error_code, 40, "INVALID_CONFIG");
+    let dry = create_topic(&mut s, 5, "admin-dry", 2, -1, &[], true);
+    assert_eq!(dry.error_code, 0);
+    assert_eq!(
+        partitions_of(&mut s, "admin-dry"),
+        None,
+        "validate_only creates nothing"
+    );
+
+    let grow = |s: &mut TcpStream, count: i32| {
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("admin-a")))
+                .with_count(count)])
+            .with_timeout_ms(5000);
+        let (_, mut body) = call(
+            s,
+            &request_frame(ApiKey::CreatePartitions, 3, &request),
+            ApiKey::CreatePartitions,
+            3,
+        );
+        CreatePartitionsResponse::decode(&mut body, 3)
+            .expect("CreatePartitions")
+            .results[0]
+            .error_code
+    };
+    assert_eq!(grow(&mut s, 5), 0);
+    assert_eq!(partitions_of(&mut s, "admin-a"), Some(5));
+    assert_eq!(grow(&mut s, 2), 37, "INVALID_PARTITIONS: counts only grow");
+
+    // Data in the topic, then delete it: it is gone, and a new one of the same name is empty.
+    if have_kcat() {
+        let broker = weir.kafka.to_string();
+        kcat(
+            &["-P", "-b", &broker, "-t", "admin-a", "-p", "4"],
+            Some("one\ntwo\n"),
+        );
+    }
+    let request = DeleteTopicsRequest::default()
+        .with_topics(vec![DeleteTopicState::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("admin-a"))))])
+        .with_timeout_ms(5000);
+    let (_, mut body) = call(
+        &mut s,
+        &request_frame(ApiKey::DeleteTopics, 6, &request),
+        ApiKey::DeleteTopics,
+        6,
+    );
+    let deleted = DeleteTopicsResponse::decode(&mut body, 6).expect("DeleteTopics");
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(partitions_of(&mut s, "admin-a"), None);
+    assert!(!weir._dir.0.join("topics/admin-a").exists());
+    let recreated = create_topic(&mut s, 7, "admin-a", 5, 1, &[], false);
+    assert_eq!(recreated.error_code, 0);
+    assert_ne!(recreated.topic_id, created.topic_id);
+    if have_kcat() {
+        let broker = weir.kafka.to_string();
+        let text = kcat(
+            &[
+                "-C",
+                "-b",
+                &broker,
+                "-t",
+                "admin-a",
+                "-p",
+                "4",
+                "-o",
+                "beginning",
+                "-e",
+            ],
+            None,
+        );
+        assert_eq!(text, "", "a recreated topic starts empty");
+    }
+}
