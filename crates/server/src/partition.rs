@@ -111,7 +111,7 @@ impl Partitions {
                     cause: format!("opening the log panicked: {e}"),
                 })??;
             let (end, _) = watch::channel(log.log_end_offset());
-            self.open.insert(key.clone(), Partition { log, end });
+            self.open.insert(key, Partition { log, end });
         }
         Ok(self.open.get_mut(&key).expect("just inserted"))
     }
