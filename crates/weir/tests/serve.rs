@@ -600,7 +600,7 @@ fn partitions_of(stream: &mut TcpStream, name: &str) -> Option<usize> {
     let (_, mut body) = call(stream, &frame, ApiKey::Metadata, 12);
     let response = MetadataResponse::decode(&mut body, 12).expect("Metadata");
     let topic = &response.topics[0];
-    (topic.error_code == 0).then(|| topic.partitions.len())
+    (topic.error_code == 0).then_some(topic.partitions.len())
 }
 
 #[test]
