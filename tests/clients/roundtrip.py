@@ -1,0 +1,170 @@
+"""Produce keyed records with headers through a real Kafka client and read them back by
+assignment, checking key, value, headers, timestamp, partition and contiguous offsets.
+
+usage: roundtrip.py BOOTSTRAP CLIENT [CODEC]
+  CLIENT: confluent | kafka-python | aiokafka
+Prints "OK <client> <codec> <records>" on success; raises otherwise.
+"""
+import asyncio
+import sys
+import time
+import uuid
+
+N = 300
+PARTITIONS = 3
+
+
+def expected(topic_tag):
+    base = int(time.time() * 1000) - 60_000
+    out = []
+    for i in range(N):
+        out.append(
+            (
+                i % PARTITIONS,
+                f"key-{i}".encode(),
+                f"{topic_tag} value {i} ".encode() + bytes(range(i % 50)),
+                [("trace", f"t{i}".encode()), ("n", str(i).encode())],
+                base + i,
+            )
+        )
+    return out
+
+
+def check(got, want, client):
+    """got: list of (partition, offset, key, value, headers, timestamp)."""
+    partitions = sorted({w[0] for w in want})
+    by_partition = {}
+    for p, offset, key, value, headers, ts in got:
+        by_partition.setdefault(p, []).append((offset, key, value, headers, ts))
+    for p in partitions:
+        records = sorted(by_partition.get(p, []))
+        want_p = [w for w in want if w[0] == p]
+        assert len(records) == len(want_p), f"{client}: partition {p}: {len(records)} != {len(want_p)}"
+        for expected_offset, ((offset, key, value, headers, ts), w) in enumerate(zip(records, want_p)):
+            assert offset == expected_offset, f"{client}: offsets not contiguous in {p}: {offset}"
+            assert key == w[1], (client, key, w[1])
+            assert value == w[2], (client, value, w[2])
+            assert [(k, bytes(v)) for k, v in headers] == w[3], (client, headers, w[3])
+            assert ts == w[4], (client, ts, w[4])
+
+
+def run_confluent(bootstrap, codec):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"confluent-{codec}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+    futures[topic].result(timeout=30)
+    want = expected(topic)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 5, "acks": "all"}
+    )
+    errors = []
+    for p, key, value, headers, ts in want:
+        producer.produce(
+            topic, value=value, key=key, partition=p, headers=headers, timestamp=ts,
+            on_delivery=lambda err, msg: errors.append(err) if err else None,
+        )
+    assert producer.flush(30) == 0, "undelivered records"
+    assert not errors, errors
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused-by-assign", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < N and time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            raise RuntimeError(msg.error())
+        got.append((msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers() or [], msg.timestamp()[1]))
+    consumer.close()
+    check(got, want, "confluent")
+
+
+def run_kafka_python(bootstrap, codec):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    topic = f"kafkapython-{codec}-{uuid.uuid4().hex[:8]}"
+    want = expected(topic)
+    # kafka-python 3 turns idempotence on by default; InitProducerId arrives with the
+    # idempotent-producer issue.
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=False,
+        compression_type=None if codec == "none" else codec,
+    )
+    # The first send's metadata request auto-creates the topic with 1 partition.
+    futures = [
+        producer.send(topic, value=value, key=key, partition=0, headers=headers, timestamp_ms=ts)
+        for _, key, value, headers, ts in want
+    ]
+    producer.flush(30)
+    for f in futures:
+        f.get(timeout=30)
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    got = []
+    deadline = time.time() + 30
+    while len(got) < N and time.time() < deadline:
+        for records in consumer.poll(timeout_ms=1000).values():
+            for r in records:
+                got.append((r.partition, r.offset, r.key, r.value, r.headers, r.timestamp))
+    consumer.close()
+    check(got, [(0, *w[1:]) for w in want], "kafka-python")
+
+
+async def run_aiokafka(bootstrap, codec):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    topic = f"aiokafka-{codec}-{uuid.uuid4().hex[:8]}"
+    want = expected(topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+        compression_type=None if codec == "none" else codec,
+    )
+    await producer.start()
+    try:
+        for _, key, value, headers, ts in want:
+            await producer.send(topic, value=value, key=key, partition=0, headers=headers, timestamp_ms=ts)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    got = []
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        deadline = time.time() + 30
+        while len(got) < N and time.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for r in records:
+                    got.append((0, r.offset, r.key, r.value, list(r.headers), r.timestamp))
+    finally:
+        await consumer.stop()
+    check(got, [(0, *w[1:]) for w in want], "aiokafka")
+
+
+def main():
+    bootstrap, client = sys.argv[1], sys.argv[2]
+    codec = sys.argv[3] if len(sys.argv) > 3 else "none"
+    if client == "confluent":
+        run_confluent(bootstrap, codec)
+    elif client == "kafka-python":
+        run_kafka_python(bootstrap, codec)
+    elif client == "aiokafka":
+        asyncio.run(run_aiokafka(bootstrap, codec))
+    else:
+        raise SystemExit(f"unknown client {client}")
+    print(f"OK {client} {codec} {N}")
+
+
+if __name__ == "__main__":
+    main()
