@@ -719,3 +719,167 @@ fn admin_creates_grows_and_deletes_topics() {
         assert_eq!(text, "", "a recreated topic starts empty");
     }
 }
+
+fn produce(
+    stream: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    let frame = request_frame(ApiKey::Produce, 9, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::Produce, 9);
+    let mut response = ProduceResponse::decode(&mut body, 9).expect("Produce");
+    response.responses.remove(0).partition_responses.remove(0)
+}
+
+/// All record batches of partition 0 of `topic`, fetched from `offset` to the end.
+fn fetch_all(stream: &mut TcpStream, topic: &str) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let request = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let frame = request_frame(ApiKey::Fetch, 12, &request);
+        let (_, mut body) = call(stream, &frame, ApiKey::Fetch, 12);
+        let response = FetchResponse::decode(&mut body, 12).expect("Fetch");
+        let part = &response.responses[0].partitions[0];
+        assert_eq!(part.error_code, 0);
+        let records = part.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return out;
+        }
+        let mut last = offset;
+        for batch in weir_log::batch::Batches::new(&records) {
+            let (_, header) = batch.expect("fetched batches are valid");
+            last = header.last_offset();
+        }
+        out.extend_from_slice(&records);
+        offset = last + 1;
+    }
+}
+
+fn test_batch(i: i32) -> Vec<u8> {
+    let mut builder = weir_log::batch::build::BatchBuilder::new(1_800_000_000_000);
+    for r in 0..3 {
+        builder.push(
+            Some(format!("k{i}").as_bytes()),
+            Some(format!("value {i}.{r} {}", "y".repeat((i % 40) as usize)).as_bytes()),
+            1_800_000_000_000 + i64::from(i),
+        );
+    }
+    builder.producer(-1, -1, i).build()
+}
+
+#[test]
+fn a_corrupt_batch_gets_corrupt_message_for_its_partition_only() {
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 7, "crc", 1, 1, &[], false).error_code,
+        0
+    );
+    let good = produce(&mut s, "crc", 0, Bytes::from(test_batch(1)), 1);
+    assert_eq!((good.error_code, good.base_offset), (0, 0));
+    let mut bad = test_batch(2);
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    let rejected = produce(&mut s, "crc", 0, Bytes::from(bad), 1);
+    assert_eq!(rejected.error_code, 2, "CORRUPT_MESSAGE");
+    // The log end did not move, and the connection is still good.
+    let next = produce(&mut s, "crc", 0, Bytes::from(test_batch(3)), 1);
+    assert_eq!((next.error_code, next.base_offset), (0, 3));
+    let unknown = produce(&mut s, "crc", 7, Bytes::from(test_batch(4)), 1);
+    assert_eq!(unknown.error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+}
+
+#[test]
+fn sigkill_loses_no_batch_acknowledged_with_flush_messages_1() {
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    let created = create_topic(
+        &mut s,
+        7,
+        "durable",
+        1,
+        1,
+        &[("flush.messages", "1")],
+        false,
+    );
+    assert_eq!(created.error_code, 0);
+    let mut acked = Vec::new();
+    let started = Instant::now();
+    // Produce acks=all while another thread SIGKILLs the broker at a moment of its choosing.
+    let pid = weir.child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    for i in 0.. {
+        let batch = test_batch(i);
+        let mut frame_ok = true;
+        let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            produce(&mut s, "durable", 0, Bytes::from(batch.clone()), -1)
+        }));
+        match response {
+            Ok(r) if r.error_code == 0 => acked.push((r.base_offset, batch)),
+            _ => frame_ok = false,
+        }
+        if !frame_ok || started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    killer.join().expect("killer");
+    assert!(
+        acked.len() > 5,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
+    let mut weir = weir;
+    let _ = weir.child.wait();
+    let dir = std::mem::replace(&mut weir._dir, TempDir(std::path::PathBuf::new()));
+    drop(weir);
+    let weir = Weir::start_in(dir, &[]);
+    let mut s = weir.connect();
+    let stored = fetch_all(&mut s, "durable");
+    let mut position = 0;
+    let mut batches = Vec::new();
+    for item in weir_log::batch::Batches::new(&stored) {
+        let (at, header) = item.expect("valid");
+        batches.push((header.base_offset, stored[at..at + header.size()].to_vec()));
+        position = at + header.size();
+    }
+    assert_eq!(position, stored.len());
+    for (offset, mut batch) in acked {
+        weir_log::batch::stamp_base_offset(&mut batch, offset);
+        let found = batches.iter().find(|(o, _)| *o == offset);
+        let Some((_, bytes)) = found else {
+            panic!("acknowledged batch at offset {offset} lost");
+        };
+        // The broker stamps the leader epoch; compare everything else.
+        assert_eq!(bytes[..12], batch[..12], "offset {offset}");
+        assert_eq!(bytes[16..], batch[16..], "offset {offset}");
+    }
+}
