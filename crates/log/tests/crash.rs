@@ -287,8 +287,14 @@ fn torn_tail_recovery_keeps_exactly_the_valid_prefix() {
         let report = log.recovery_report().clone();
         let on_disk = std::fs::metadata(&path).expect("stat").len() as usize;
         assert_eq!(on_disk, kept_end, "{what}: file length after recovery");
-        if kept < batches.len() {
+        // A cut exactly at a batch boundary leaves a shorter but valid log: nothing to report.
+        // (Seed 1795245794044593658, round 85, once expected a corruption there.)
+        let torn = !(cut && within == 0);
+        if kept < batches.len() && torn {
             assert!(report.corruption.is_some(), "{what}: {report:?}");
+        }
+        if !torn {
+            assert_eq!(report.corruption, None, "{what}: {report:?}");
         }
         if kept > 0 {
             let copy = log.read_copy(0, u64::MAX).expect("read prefix");
