@@ -155,6 +155,9 @@ async def run_aiokafka(bootstrap, codec):
 def main():
     bootstrap, client = sys.argv[1], sys.argv[2]
     codec = sys.argv[3] if len(sys.argv) > 3 else "none"
+    if client == "confluent-admin":
+        run_confluent_admin(bootstrap)
+        return
     if client == "confluent":
         run_confluent(bootstrap, codec)
     elif client == "kafka-python":
@@ -164,6 +167,67 @@ def main():
     else:
         raise SystemExit(f"unknown client {client}")
     print(f"OK {client} {codec} {N}")
+
+
+def run_confluent_admin(bootstrap):
+    """Config APIs and DeleteRecords through confluent-kafka's AdminClient."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import (
+        AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType,
+    )
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"admin-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+
+    def describe():
+        result = admin.describe_configs([resource])[resource].result(30)
+        return {k: (v.value, v.is_default) for k, v in result.items()}
+
+    configs = describe()
+    assert configs["retention.ms"] == ("604800000", True), configs["retention.ms"]
+    assert configs["cleanup.policy"][0] == "delete"
+
+    changes = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("flush.messages", "1", incremental_operation=AlterConfigOpType.SET),
+    ])
+    admin.incremental_alter_configs([changes])[changes].result(30)
+    configs = describe()
+    assert configs["retention.ms"] == ("1000", False), configs["retention.ms"]
+    assert configs["flush.messages"] == ("1", False), configs["flush.messages"]
+
+    bad = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET),
+    ])
+    try:
+        admin.incremental_alter_configs([bad])[bad].result(30)
+        raise AssertionError("cleanup.policy=compact was accepted")
+    except Exception as e:  # KafkaException(INVALID_CONFIG)
+        assert "INVALID_CONFIG" in str(e) or "compact" in str(e), e
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(10):
+        producer.produce(topic, value=f"v{i}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    deleted = admin.delete_records([TopicPartition(topic, 0, 5)])
+    result = list(deleted.values())[0].result(30)
+    assert result.low_watermark == 5, result
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    assert (low, high) == (5, 10), (low, high)
+    consumer.assign([TopicPartition(topic, 0, -2)])  # OFFSET_BEGINNING
+    got = []
+    deadline = time.time() + 30
+    while len(got) < 5 and time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is not None and not msg.error():
+            got.append((msg.offset(), msg.value()))
+    consumer.close()
+    assert [o for o, _ in got] == [5, 6, 7, 8, 9], got
+    print("OK confluent-admin")
 
 
 if __name__ == "__main__":

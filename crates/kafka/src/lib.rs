@@ -7,6 +7,8 @@
 pub mod admin;
 pub mod api;
 pub mod api_versions;
+pub mod configs;
+pub mod delete_records;
 mod error;
 pub mod error_code;
 pub mod fetch;
@@ -35,6 +37,9 @@ pub enum Request {
     CreateTopics(admin::CreateTopicsRequest),
     DeleteTopics(admin::DeleteTopicsRequest),
     CreatePartitions(admin::CreatePartitionsRequest),
+    DeleteRecords(delete_records::DeleteRecordsRequest),
+    DescribeConfigs(Vec<configs::DescribeResource>),
+    AlterConfigs(configs::AlterRequest),
 }
 
 /// What a request frame turned out to be.
@@ -82,6 +87,18 @@ pub fn decode_request(frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         ApiKey::CreatePartitions => {
             Request::CreatePartitions(admin::decode_create_partitions(&mut reader, version)?)
         }
+        ApiKey::DeleteRecords => {
+            Request::DeleteRecords(delete_records::decode(&mut reader, version)?)
+        }
+        ApiKey::DescribeConfigs => {
+            Request::DescribeConfigs(configs::decode_describe(&mut reader, version)?)
+        }
+        ApiKey::AlterConfigs => {
+            Request::AlterConfigs(configs::decode_alter_configs(&mut reader, version)?)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            Request::AlterConfigs(configs::decode_incremental(&mut reader, version)?)
+        }
         _ => return Ok(Decoded::Unsupported(id)),
     };
     Ok(Decoded::Request { header, request })
@@ -97,6 +114,10 @@ pub enum Response {
     CreateTopics(kafka_protocol::messages::CreateTopicsResponse),
     DeleteTopics(kafka_protocol::messages::DeleteTopicsResponse),
     CreatePartitions(kafka_protocol::messages::CreatePartitionsResponse),
+    DeleteRecords(kafka_protocol::messages::DeleteRecordsResponse),
+    DescribeConfigs(kafka_protocol::messages::DescribeConfigsResponse),
+    AlterConfigs(kafka_protocol::messages::AlterConfigsResponse),
+    IncrementalAlterConfigs(kafka_protocol::messages::IncrementalAlterConfigsResponse),
 }
 
 /// A response that cannot be encoded at the request's version: a bug of ours (a field set that
@@ -134,6 +155,10 @@ pub fn encode_response(
         Response::CreateTopics(_) => (ApiKey::CreateTopics, id.api_version),
         Response::DeleteTopics(_) => (ApiKey::DeleteTopics, id.api_version),
         Response::CreatePartitions(_) => (ApiKey::CreatePartitions, id.api_version),
+        Response::DeleteRecords(_) => (ApiKey::DeleteRecords, id.api_version),
+        Response::DescribeConfigs(_) => (ApiKey::DescribeConfigs, id.api_version),
+        Response::AlterConfigs(_) => (ApiKey::AlterConfigs, id.api_version),
+        Response::IncrementalAlterConfigs(_) => (ApiKey::IncrementalAlterConfigs, id.api_version),
     };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // size, filled in below
@@ -151,6 +176,10 @@ pub fn encode_response(
         Response::CreateTopics(body) => body.encode(&mut buf, version),
         Response::DeleteTopics(body) => body.encode(&mut buf, version),
         Response::CreatePartitions(body) => body.encode(&mut buf, version),
+        Response::DeleteRecords(body) => body.encode(&mut buf, version),
+        Response::DescribeConfigs(body) => body.encode(&mut buf, version),
+        Response::AlterConfigs(body) => body.encode(&mut buf, version),
+        Response::IncrementalAlterConfigs(body) => body.encode(&mut buf, version),
     }
     .map_err(error)?;
     let size = (buf.len() - 4) as i32;

@@ -517,3 +517,50 @@ fn admin_requests_and_responses_at_every_version() {
         assert_eq!(decoded.results[0].error_code, 37);
     }
 }
+
+#[test]
+fn config_and_delete_records_responses_encode_at_every_served_version() {
+    use weir_kafka::{configs, delete_records};
+    let id = |key: ApiKey, version| RequestId {
+        api_key: key as i16,
+        api_version: version,
+        correlation_id: 3,
+    };
+    let described = || {
+        configs::describe_response(vec![configs::Described {
+            resource_type: configs::RESOURCE_TOPIC,
+            name: "t".into(),
+            error_code: 0,
+            error_message: None,
+            entries: vec![configs::ConfigEntry {
+                name: "retention.ms".into(),
+                value: "1000".into(),
+                is_default: false,
+                read_only: false,
+            }],
+        }])
+    };
+    let altered = || vec![(configs::RESOURCE_TOPIC, "t".to_string(), 0i16, None)];
+    for (key, versions) in [
+        (ApiKey::DescribeConfigs, 1..=4),
+        (ApiKey::AlterConfigs, 0..=2),
+        (ApiKey::IncrementalAlterConfigs, 0..=1),
+        (ApiKey::DeleteRecords, 0..=2),
+    ] {
+        for version in versions {
+            let response = match key {
+                ApiKey::DescribeConfigs => Response::DescribeConfigs(described()),
+                ApiKey::AlterConfigs => Response::AlterConfigs(configs::alter_response(altered())),
+                ApiKey::IncrementalAlterConfigs => {
+                    Response::IncrementalAlterConfigs(configs::incremental_response(altered()))
+                }
+                _ => Response::DeleteRecords(delete_records::response(vec![(
+                    "t".into(),
+                    vec![(0, 5, 0)],
+                )])),
+            };
+            encode_response(id(key, version), &response, false)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+        }
+    }
+}

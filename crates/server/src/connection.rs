@@ -19,6 +19,7 @@ use weir_kafka::{
 
 use crate::admin;
 use crate::broker::Broker;
+use crate::configs;
 use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 
 /// Bytes read from the socket at a time while a frame body arrives: memory follows what the
@@ -123,6 +124,9 @@ async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<Vec<u8>>> {
             admin::delete_topics(broker, header.id.api_version, request).await
         }
         Request::CreatePartitions(request) => admin::create_partitions(broker, request).await,
+        Request::DeleteRecords(request) => configs::delete_records(broker, request).await,
+        Request::DescribeConfigs(resources) => configs::describe(broker, resources),
+        Request::AlterConfigs(request) => configs::alter(broker, request).await,
     };
     encoded(encode_response(header.id, &response, false))
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod broker;
 pub mod config;
+mod configs;
 mod connection;
 mod http;
 mod metrics;

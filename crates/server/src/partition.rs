@@ -36,6 +36,19 @@ pub(crate) enum ShardMsg {
         timestamp: i64,
         reply: oneshot::Sender<ListOutcome>,
     },
+    /// DeleteRecords: raise the log start offset (-1: to the log end); answers (low
+    /// watermark, error code) once the new start is durable.
+    DeleteRecords {
+        topic: Arc<Topic>,
+        partition: i32,
+        offset: i64,
+        reply: oneshot::Sender<(i64, i16)>,
+    },
+    /// The topic's settings changed: apply them to the logs of it this shard has open.
+    Reconfigure {
+        topic: Arc<Topic>,
+        reply: oneshot::Sender<()>,
+    },
     /// The topic was deleted: drop the partition's log (its files are about to go).
     Forget {
         topic_id: [u8; 16],
@@ -187,6 +200,49 @@ impl Partitions {
                     }
                 };
                 let _ = reply.send(outcome);
+            }
+            ShardMsg::DeleteRecords {
+                topic,
+                partition,
+                offset,
+                reply,
+            } => {
+                let p = match self.get(&topic, partition).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = reply.send((-1, error_code_of(&e)));
+                        return;
+                    }
+                };
+                let offset = if offset == weir_kafka::delete_records::HIGH_WATERMARK {
+                    p.log.log_end_offset()
+                } else {
+                    offset
+                };
+                match p.log.advance_start_offset(offset) {
+                    Err(e) => {
+                        let _ = reply.send((-1, error_code_of(&e)));
+                    }
+                    Ok(durable) => {
+                        let low = p.log.log_start_offset();
+                        tokio::task::spawn_local(async move {
+                            let answer = match durable.await {
+                                Ok(()) => (low, error_code::NONE),
+                                Err(e) => (-1, error_code_of(&e)),
+                            };
+                            let _ = reply.send(answer);
+                        });
+                    }
+                }
+            }
+            ShardMsg::Reconfigure { topic, reply } => {
+                for ((id, _), partition) in self.open.iter_mut() {
+                    if *id == topic.id {
+                        // The settings were validated before they were stored.
+                        let _ = partition.log.set_config(topic.config.clone());
+                    }
+                }
+                let _ = reply.send(());
             }
             ShardMsg::Forget {
                 topic_id,

@@ -29,7 +29,13 @@ struct Serve {
 
 impl Serve {
     fn start() -> Serve {
-        let dir = std::env::temp_dir().join(format!("weir-clients-{}", std::process::id()));
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "weir-clients-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args([
@@ -97,4 +103,22 @@ fn python_clients_round_trip_records() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn confluent_admin_configs_and_delete_records() {
+    let Some(python) = python() else { return };
+    let serve = Serve::start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/roundtrip.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([serve.kafka.as_str(), "confluent-admin"])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK confluent-admin"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
