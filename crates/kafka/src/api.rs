@@ -27,3 +27,23 @@ pub fn supported_range(key: i16) -> Option<(ApiKey, i16, i16)> {
 pub fn is_flexible(key: ApiKey, version: i16) -> bool {
     key.request_header_version(version) >= 2
 }
+
+/// Kafka's name of an API key Weir serves, for logs and metrics.
+pub fn name(key: i16) -> Option<&'static str> {
+    let (key, _, _) = supported_range(key)?;
+    Some(match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        _ => return None,
+    })
+}

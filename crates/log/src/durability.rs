@@ -478,6 +478,14 @@ impl Future for Durable {
     }
 }
 
+/// What the flusher pool has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    pub rounds: u64,
+    pub micros_total: u64,
+    pub micros_max: u64,
+}
+
 /// A pool of flusher threads shared by many logs. Cheap to clone; the threads stop when the
 /// last clone is dropped, after finishing queued work.
 #[derive(Clone)]
@@ -494,6 +502,9 @@ struct FlusherInner {
     queue: Mutex<Queue>,
     wake: Condvar,
     linger_max: Duration,
+    rounds: AtomicU64,
+    round_micros_total: AtomicU64,
+    round_micros_max: AtomicU64,
 }
 
 #[derive(Default)]
@@ -544,6 +555,9 @@ impl Flusher {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             linger_max,
+            rounds: AtomicU64::new(0),
+            round_micros_total: AtomicU64::new(0),
+            round_micros_max: AtomicU64::new(0),
         });
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
@@ -566,6 +580,16 @@ impl Flusher {
         let inner = &self.handle.inner;
         inner.lock().jobs.push_back(job);
         inner.wake.notify_one();
+    }
+
+    /// Sync rounds run so far and the time they took (linger included), for metrics.
+    pub fn stats(&self) -> FlushStats {
+        let inner = &self.handle.inner;
+        FlushStats {
+            rounds: inner.rounds.load(Ordering::Relaxed),
+            micros_total: inner.round_micros_total.load(Ordering::Relaxed),
+            micros_max: inner.round_micros_max.load(Ordering::Relaxed),
+        }
     }
 
     /// Asks for `offset` (and, with `meta`, the current log start offset) to become durable.
@@ -649,7 +673,13 @@ impl FlusherInner {
             };
             match job {
                 Job::Sync(log) => {
-                    if log.run(self.linger_max) {
+                    let started = Instant::now();
+                    let again = log.run(self.linger_max);
+                    let micros = started.elapsed().as_micros() as u64;
+                    self.rounds.fetch_add(1, Ordering::Relaxed);
+                    self.round_micros_total.fetch_add(micros, Ordering::Relaxed);
+                    self.round_micros_max.fetch_max(micros, Ordering::Relaxed);
+                    if again {
                         self.lock().jobs.push_back(Job::Sync(log));
                         self.wake.notify_one();
                     }

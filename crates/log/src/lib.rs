@@ -62,7 +62,7 @@ pub mod fuzzing {
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, LogConfig};
 pub use durability::{
-    Durable, Flusher, FLUSH_THREADS_DEFAULT, GROUP_COMMIT_LINGER_MAX_DEFAULT,
+    Durable, FlushStats, Flusher, FLUSH_THREADS_DEFAULT, GROUP_COMMIT_LINGER_MAX_DEFAULT,
     RECOVERY_POINT_INTERVAL_BYTES,
 };
 pub use error::{Corruption, LogError};

@@ -52,11 +52,13 @@ pub(crate) async fn serve(
         if read_body(&mut stream, &mut frame, size).await.is_err() {
             break;
         }
+        let started = std::time::Instant::now();
         let Some(response) = answer(&broker, &frame).await else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
-        metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        metrics.request(api_key, started.elapsed());
         if let Some(bytes) = response {
             if stream.write_all(&bytes).await.is_err() {
                 break;
@@ -174,6 +176,7 @@ async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceReq
                 (None, _) => Err(error_code::UNKNOWN_TOPIC_OR_PARTITION),
                 (Some(_), None) => Err(error_code::CORRUPT_MESSAGE),
                 (Some(t), Some(range)) => {
+                    let bytes = range.len() as u64;
                     let (reply, answer) = oneshot::channel();
                     let msg = ShardMsg::Produce {
                         topic: t.clone(),
@@ -183,7 +186,7 @@ async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceReq
                         reply,
                     };
                     match broker.mailbox(&t.name, part.index).send(msg).await {
-                        Ok(()) => Ok(answer),
+                        Ok(()) => Ok((answer, bytes)),
                         Err(_) => Err(error_code::KAFKA_STORAGE_ERROR),
                     }
                 }
@@ -198,9 +201,19 @@ async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceReq
         let mut results = Vec::new();
         for (index, outcome) in parts {
             let outcome = match outcome {
-                Ok(answer) => answer
-                    .await
-                    .unwrap_or_else(|_| ProduceOutcome::error(error_code::KAFKA_STORAGE_ERROR)),
+                Ok((answer, bytes)) => {
+                    let outcome = answer
+                        .await
+                        .unwrap_or_else(|_| ProduceOutcome::error(error_code::KAFKA_STORAGE_ERROR));
+                    if outcome.error_code == error_code::NONE {
+                        let counters = broker.metrics.topic(&name);
+                        counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+                        counters
+                            .records_in
+                            .fetch_add(outcome.records, Ordering::Relaxed);
+                    }
+                    outcome
+                }
                 Err(code) => ProduceOutcome::error(code),
             };
             results.push(PartitionResult {
@@ -270,7 +283,19 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response 
             topics.push((topic.name.clone(), parts));
         }
         let now = tokio::time::Instant::now();
-        if total >= min_bytes.max(1) || errors || now >= deadline || watches.is_empty() {
+        let done = total >= min_bytes.max(1) || errors || now >= deadline || watches.is_empty();
+        if done {
+            for (name, parts) in &topics {
+                let bytes: usize = parts.iter().map(|p| p.records.len()).sum();
+                if bytes > 0 {
+                    let counters = broker.metrics.topic(name);
+                    counters
+                        .bytes_out
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        if done {
             return Response::Fetch(fetch::response(topics));
         }
         // Long poll: sleep until a partition's end moves or the wait is over. No busy polling.

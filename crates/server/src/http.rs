@@ -58,7 +58,7 @@ async fn handle(mut stream: TcpStream, broker: Arc<Broker>) {
             (Some(b"GET"), Some(b"/metrics")) => (
                 "200 OK",
                 "text/plain; version=0.0.4",
-                broker.metrics.render(),
+                crate::metrics::render(&broker),
             ),
             (Some(b"GET"), _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
             _ => ("405 Method Not Allowed", "text/plain", String::new()),

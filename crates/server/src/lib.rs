@@ -58,7 +58,7 @@ impl Server {
             config: config.clone(),
             node: OnceLock::new(),
             cluster_id,
-            metrics: Default::default(),
+            metrics: metrics::Metrics::new(shards),
             topics,
             mailboxes,
             flusher,
@@ -118,6 +118,11 @@ impl Server {
                                 stopped.clone(),
                             ));
                         }
+                        tokio::task::spawn_local(metrics::watch_stalls(
+                            broker.clone(),
+                            index,
+                            stopped.clone(),
+                        ));
                         let grace = broker.config.shutdown_grace;
                         shard::run(listener, broker, stopped, grace).await;
                         let _ = drained.send(());

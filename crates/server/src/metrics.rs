@@ -1,52 +1,272 @@
-//! Counters shared by all shards, rendered in Prometheus text format by `/metrics`.
+//! Metrics shared by all shards, rendered in Prometheus text format by `/metrics`.
 //!
-//! Relaxed atomics: each counter is independent and read only for display.
+//! Relaxed atomics: each value is independent and only read for display. Per-topic counters
+//! sit behind one mutex, taken once per produce or fetch of a topic, never across I/O.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::broker::Broker;
+
+/// Upper bounds of the request-latency buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 2_000_000, 10_000_000,
+];
+/// API keys tracked one by one; Kafka's keys are below this.
+pub const API_KEYS_TRACKED: usize = 100;
+/// A reactor that wakes this much later than asked has stalled.
+pub const REACTOR_STALL_THRESHOLD: Duration = Duration::from_millis(10);
+/// How often each shard checks itself for stalls.
+pub const REACTOR_PROBE_INTERVAL: Duration = Duration::from_millis(5);
 
 #[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let us = elapsed.as_micros() as u64;
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+#[derive(Default)]
+pub struct TopicCounters {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
 pub struct Metrics {
     pub connections_accepted: AtomicU64,
     pub connections_open: AtomicU64,
-    pub requests: AtomicU64,
     pub requests_rejected: AtomicU64,
+    /// Request latency, by API key.
+    pub api: Vec<Histogram>,
+    topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
+    /// Reactor stalls, by shard.
+    pub stalls: Vec<AtomicU64>,
 }
 
 impl Metrics {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counters = [
-            (
-                "weir_connections_accepted_total",
-                "counter",
-                "Kafka connections accepted",
-                &self.connections_accepted,
-            ),
-            (
-                "weir_connections_open",
-                "gauge",
-                "Kafka connections open",
-                &self.connections_open,
-            ),
-            (
-                "weir_requests_total",
-                "counter",
-                "Kafka requests answered",
-                &self.requests,
-            ),
-            (
-                "weir_requests_rejected_total",
-                "counter",
-                "Kafka requests that closed their connection (malformed, unsupported, too large)",
-                &self.requests_rejected,
-            ),
-        ];
-        for (name, kind, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    pub fn new(shards: usize) -> Metrics {
+        Metrics {
+            connections_accepted: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            requests_rejected: AtomicU64::new(0),
+            api: (0..API_KEYS_TRACKED)
+                .map(|_| Histogram::default())
+                .collect(),
+            topics: Mutex::new(BTreeMap::new()),
+            stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
-        out
+    }
+
+    pub fn request(&self, api_key: i16, elapsed: Duration) {
+        if let Some(h) = usize::try_from(api_key).ok().and_then(|k| self.api.get(k)) {
+            h.observe(elapsed);
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Arc<TopicCounters> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.entry(name.to_string()).or_default().clone()
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Kafka's name of an API key, for labels.
+fn api_name(key: usize) -> String {
+    i16::try_from(key)
+        .ok()
+        .and_then(weir_kafka::api::name)
+        .map_or_else(|| format!("key{key}"), str::to_string)
+}
+
+pub fn render(broker: &Broker) -> String {
+    let m = &broker.metrics;
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        (
+            "weir_connections_accepted_total",
+            "counter",
+            "Kafka connections accepted",
+            m.connections_accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_connections_open",
+            "gauge",
+            "Kafka connections open",
+            m.connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_requests_rejected_total",
+            "counter",
+            "Kafka requests that closed their connection (malformed, unsupported, too large)",
+            m.requests_rejected.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+
+    header(
+        &mut out,
+        "weir_requests_total",
+        "counter",
+        "Kafka requests answered, by API",
+    );
+    for (key, h) in m.api.iter().enumerate() {
+        let count = h.count.load(Ordering::Relaxed);
+        if count > 0 {
+            let _ = writeln!(
+                out,
+                "weir_requests_total{{api=\"{}\"}} {count}",
+                api_name(key)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weir_request_duration_seconds",
+        "histogram",
+        "Time from a request's last byte read to its response handed to the socket, by API",
+    );
+    for (key, h) in m.api.iter().enumerate() {
+        if h.count.load(Ordering::Relaxed) > 0 {
+            h.render(
+                &mut out,
+                "weir_request_duration_seconds",
+                &format!("api=\"{}\"", api_name(key)),
+            );
+        }
+    }
+
+    let topics = m.topics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (name, help, field) in [
+        (
+            "weir_topic_records_in_total",
+            "Records appended, by topic",
+            0,
+        ),
+        (
+            "weir_topic_bytes_in_total",
+            "Record batch bytes appended, by topic",
+            1,
+        ),
+        (
+            "weir_topic_bytes_out_total",
+            "Record batch bytes fetched, by topic",
+            2,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (topic, c) in &topics {
+            let value = match field {
+                0 => c.records_in.load(Ordering::Relaxed),
+                1 => c.bytes_in.load(Ordering::Relaxed),
+                _ => c.bytes_out.load(Ordering::Relaxed),
+            };
+            let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {value}");
+        }
+    }
+
+    header(
+        &mut out,
+        "weir_shard_mailbox_depth",
+        "gauge",
+        "Partition requests queued for a shard",
+    );
+    for (shard, mailbox) in broker.mailboxes.iter().enumerate() {
+        let depth = mailbox.max_capacity() - mailbox.capacity();
+        let _ = writeln!(out, "weir_shard_mailbox_depth{{shard=\"{shard}\"}} {depth}");
+    }
+    header(
+        &mut out,
+        "weir_reactor_stalls_total",
+        "counter",
+        "Times a shard's reactor woke more than 10 ms late (something blocked it)",
+    );
+    for (shard, stalls) in m.stalls.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "weir_reactor_stalls_total{{shard=\"{shard}\"}} {}",
+            stalls.load(Ordering::Relaxed)
+        );
+    }
+
+    let flush = broker.flusher.stats();
+    header(
+        &mut out,
+        "weir_log_flush_seconds",
+        "summary",
+        "fdatasync rounds of the flusher threads (group commit linger included)",
+    );
+    let _ = writeln!(
+        out,
+        "weir_log_flush_seconds_sum {}",
+        flush.micros_total as f64 / 1e6
+    );
+    let _ = writeln!(out, "weir_log_flush_seconds_count {}", flush.rounds);
+    header(
+        &mut out,
+        "weir_log_flush_seconds_max",
+        "gauge",
+        "Longest fdatasync round",
+    );
+    let _ = writeln!(
+        out,
+        "weir_log_flush_seconds_max {}",
+        flush.micros_max as f64 / 1e6
+    );
+    out
+}
+
+/// Counts this shard's reactor stalls until shutdown: a timer that fires late means something
+/// held the thread.
+pub(crate) async fn watch_stalls(
+    broker: Arc<Broker>,
+    shard: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut expected = tokio::time::Instant::now() + REACTOR_PROBE_INTERVAL;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(expected) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = tokio::time::Instant::now();
+        if now.saturating_duration_since(expected) > REACTOR_STALL_THRESHOLD {
+            broker.metrics.stalls[shard].fetch_add(1, Ordering::Relaxed);
+        }
+        expected = now + REACTOR_PROBE_INTERVAL;
     }
 }

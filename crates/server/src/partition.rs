@@ -61,6 +61,8 @@ pub(crate) enum ShardMsg {
 pub(crate) struct ProduceOutcome {
     pub error_code: i16,
     pub base_offset: i64,
+    /// Records appended (0 on error).
+    pub records: u64,
     pub log_start_offset: i64,
     pub message: Option<String>,
 }
@@ -154,6 +156,7 @@ impl Partitions {
                         let outcome = ProduceOutcome {
                             error_code: error_code::NONE,
                             base_offset: appended.base_offset,
+                            records: (appended.last_offset - appended.base_offset + 1) as u64,
                             log_start_offset: p.log.log_start_offset(),
                             message: None,
                         };
@@ -315,6 +318,7 @@ impl ProduceOutcome {
         ProduceOutcome {
             error_code: error_code_of(error),
             base_offset: -1,
+            records: 0,
             log_start_offset: -1,
             message: Some(error.to_string()),
         }
@@ -324,6 +328,7 @@ impl ProduceOutcome {
         ProduceOutcome {
             error_code: code,
             base_offset: -1,
+            records: 0,
             log_start_offset: -1,
             message: None,
         }

@@ -508,6 +508,32 @@ fn kcat_produces_and_consumes_keyed_records_with_headers_across_a_restart() {
     // Offsets: earliest 0, latest 200.
     let offsets = kcat(&["-Q", "-b", &broker, "-t", "orders:0:-1"], None);
     assert!(offsets.contains("offset 200"), "{offsets}");
+    // What happened shows in /metrics.
+    let metrics = http_get(weir.http, "/metrics");
+    for expected in [
+        "weir_topic_records_in_total{topic=\"orders\"} 200",
+        "weir_requests_total{api=\"Produce\"}",
+        "weir_requests_total{api=\"Fetch\"}",
+        "weir_request_duration_seconds_bucket{api=\"Produce\",le=\"+Inf\"}",
+        "weir_shard_mailbox_depth{shard=\"1\"} 0",
+        "weir_reactor_stalls_total{shard=\"0\"}",
+        "weir_log_flush_seconds_count",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+    let out_line = metrics
+        .lines()
+        .find(|l| l.starts_with("weir_topic_bytes_out_total{topic=\"orders\"}"))
+        .expect("bytes out");
+    let bytes_out: u64 = out_line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(bytes_out > 200 * 10, "{out_line}");
 
     // Restart on the same data: everything is still there.
     let (status, _, dir) = weir.terminate_keep();
