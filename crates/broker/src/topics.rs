@@ -181,14 +181,15 @@ impl Topics {
 }
 
 impl Topics {
+    fn existing(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        self.get(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
     /// Raises a topic's partition count (CreatePartitions). Counts never shrink.
     pub fn add_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, TopicError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self
-            .snapshot()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = self.existing(name)?;
         if total <= current.partitions {
             return Err(TopicError::PartitionsCannotShrink {
                 name: name.to_string(),
@@ -210,11 +211,7 @@ impl Topics {
     pub fn set_config(&self, name: &str, config: LogConfig) -> Result<Arc<Topic>, TopicError> {
         config.validate()?;
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self
-            .snapshot()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let current = self.existing(name)?;
         self.replace(Topic {
             config,
             ..(*current).clone()
@@ -241,11 +238,7 @@ impl Topics {
     /// shard holds its logs open. Returns the deleted topic and where its data now is.
     pub fn delete(&self, name: &str) -> Result<(Arc<Topic>, PathBuf), TopicError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self
-            .snapshot()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let topic = self.existing(name)?;
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
             move |source| TopicError::Io { op, path, source }

@@ -282,6 +282,19 @@ impl Partitions {
 }
 
 fn list(log: &Log, timestamp: i64) -> ListOutcome {
+    let by_time = |hit: Result<Option<weir_log::TimestampHit>, LogError>| match hit {
+        Ok(Some(hit)) => ListOutcome {
+            error_code: error_code::NONE,
+            timestamp: hit.max_timestamp,
+            offset: hit.base_offset.max(log.log_start_offset()),
+        },
+        Ok(None) => ListOutcome {
+            error_code: error_code::NONE,
+            timestamp: -1,
+            offset: -1,
+        },
+        Err(e) => ListOutcome::failed(&e),
+    };
     let found = |offset| ListOutcome {
         error_code: error_code::NONE,
         timestamp: -1,
@@ -290,26 +303,10 @@ fn list(log: &Log, timestamp: i64) -> ListOutcome {
     match timestamp {
         list_offsets::LATEST => found(log.log_end_offset()),
         list_offsets::EARLIEST => found(log.log_start_offset()),
-        list_offsets::MAX_TIMESTAMP => match log.max_timestamp() {
-            Ok(Some(hit)) => ListOutcome {
-                error_code: error_code::NONE,
-                timestamp: hit.max_timestamp,
-                offset: hit.base_offset.max(log.log_start_offset()),
-            },
-            Ok(None) => found(-1),
-            Err(e) => ListOutcome::failed(&e),
-        },
+        list_offsets::MAX_TIMESTAMP => by_time(log.max_timestamp()),
         // By time: the first batch holding a record at or after it (record-exact lookup inside
         // a batch arrives with record decoding).
-        _ => match log.find_timestamp(timestamp) {
-            Ok(Some(hit)) => ListOutcome {
-                error_code: error_code::NONE,
-                timestamp: hit.max_timestamp,
-                offset: hit.base_offset.max(log.log_start_offset()),
-            },
-            Ok(None) => found(-1),
-            Err(e) => ListOutcome::failed(&e),
-        },
+        _ => by_time(log.find_timestamp(timestamp)),
     }
 }
 
