@@ -1,6 +1,7 @@
 //! Real Kafka clients against a real `weir serve`: confluent-kafka (librdkafka), kafka-python
 //! and aiokafka produce keyed records with headers and timestamps and read them back by
-//! assignment (tests/clients/roundtrip.py checks every field and contiguous offsets).
+//! assignment (tests/clients/roundtrip.py checks every field and contiguous offsets); kafkajs
+//! creates a topic, produces and lists offsets (tests/clients/kafkajs.js).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -118,6 +119,31 @@ fn confluent_admin_configs_and_delete_records() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("OK confluent-admin"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kafkajs_creates_produces_and_lists_offsets() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
+    if !root.join("node_modules/kafkajs").exists() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "no kafkajs: scripts/test installs it"
+        );
+        eprintln!("SKIPPED: kafkajs not installed (scripts/test installs it)");
+        return;
+    }
+    let serve = Serve::start();
+    let out = Command::new("node")
+        .arg(root.join("kafkajs.js"))
+        .arg(&serve.kafka)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK kafkajs 200"),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
