@@ -3,7 +3,9 @@
 //!
 //! On disk: `<data_dir>/topics/<name>/topic.meta` (text, `key=value` lines: `id`, `partitions`,
 //! then the topic's log settings under their Kafka names), written to a temporary file, synced
-//! and renamed into place. Partition logs live in `<data_dir>/topics/<name>/<partition>/`.
+//! and renamed into place. Partition logs live in `<data_dir>/partitions/<topic id>/<partition>/`:
+//! by id, so a topic deleted and created again under the same name can never meet the old data,
+//! even if a request that was in flight during the deletion recreates a directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,8 @@ pub enum TopicError {
     Corrupt { path: PathBuf, reason: String },
     #[error("topic {0:?} does not exist")]
     Unknown(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
     #[error("topic {name:?} has {current} partitions; the count can only grow (asked {asked})")]
     PartitionsCannotShrink {
         name: String,
@@ -59,6 +63,7 @@ pub enum TopicError {
 
 pub struct Topics {
     dir: PathBuf,
+    partitions_dir: PathBuf,
     /// Serialises writers; readers never take it.
     writer: Mutex<()>,
     current: RwLock<Snapshot>,
@@ -114,8 +119,34 @@ impl Topics {
             let topic = read_meta(&name, &path)?;
             topics.insert(name, Arc::new(topic));
         }
+        // Partition data of topics that no longer exist (a deletion cut short, or a directory
+        // recreated by a request in flight during one).
+        let partitions_dir = data_dir.join("partitions");
+        std::fs::create_dir_all(&partitions_dir).map_err(|source| TopicError::Io {
+            op: "create",
+            path: partitions_dir.clone(),
+            source,
+        })?;
+        let live: Vec<String> = topics.values().map(|t: &Arc<Topic>| hex(&t.id)).collect();
+        let listed = std::fs::read_dir(&partitions_dir).map_err(|source| TopicError::Io {
+            op: "list",
+            path: partitions_dir.clone(),
+            source,
+        })?;
+        for entry in listed.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !live.contains(&name) {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(|source| TopicError::Io {
+                    op: "remove",
+                    path,
+                    source,
+                })?;
+            }
+        }
         Ok(Topics {
             dir,
+            partitions_dir,
             writer: Mutex::new(()),
             current: RwLock::new(Arc::new(topics)),
         })
@@ -134,8 +165,15 @@ impl Topics {
     }
 
     /// Directory of one partition's log.
-    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.dir.join(topic).join(partition.to_string())
+    pub fn partition_dir(&self, topic: &Topic, partition: i32) -> PathBuf {
+        self.partitions_dir
+            .join(hex(&topic.id))
+            .join(partition.to_string())
+    }
+
+    /// The topic with this id, if it exists.
+    pub fn by_id(&self, id: &[u8; 16]) -> Option<Arc<Topic>> {
+        self.snapshot().values().find(|t| &t.id == id).cloned()
     }
 
     /// Creates a topic durably, then publishes it.
@@ -207,11 +245,17 @@ impl Topics {
         self.replace(topic)
     }
 
-    /// Replaces a topic's settings (AlterConfigs).
-    pub fn set_config(&self, name: &str, config: LogConfig) -> Result<Arc<Topic>, TopicError> {
-        config.validate()?;
+    /// Changes a topic's settings (AlterConfigs): `change` maps the current settings to the new
+    /// ones, under the writer lock, so concurrent changes never lose one another.
+    pub fn update_config(
+        &self,
+        name: &str,
+        change: impl FnOnce(&LogConfig) -> Result<LogConfig, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.existing(name)?;
+        let config = change(&current.config).map_err(TopicError::Invalid)?;
+        config.validate()?;
         self.replace(Topic {
             config,
             ..(*current).clone()
@@ -233,30 +277,48 @@ impl Topics {
         Ok(topic)
     }
 
-    /// Deletes a topic: it disappears from the snapshot at once, and its directory is moved
-    /// to `<data_dir>/deleted/` (an atomic rename), from which the caller removes it once no
-    /// shard holds its logs open. Returns the deleted topic and where its data now is.
+    /// Deletes a topic: it leaves the snapshot first (new requests stop finding it), then its
+    /// metadata and partition data move into `<data_dir>/deleted/<id>/` by atomic renames, from
+    /// which the caller removes them once no shard holds its logs open. Returns the deleted topic
+    /// and that directory.
     pub fn delete(&self, name: &str) -> Result<(Arc<Topic>, PathBuf), TopicError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let topic = self.existing(name)?;
+        let before = self.snapshot();
+        let mut next = (*before).clone();
+        next.remove(name);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        let moved = self.move_to_trash(&topic);
+        if moved.is_err() {
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = before;
+        }
+        Ok((topic, moved?))
+    }
+
+    fn move_to_trash(&self, topic: &Topic) -> Result<PathBuf, TopicError> {
         let io = |op, path: &Path| {
             let path = path.to_path_buf();
             move |source| TopicError::Io { op, path, source }
         };
-        let trash = self.dir.with_file_name("deleted");
+        let trash = self.dir.with_file_name("deleted").join(hex(&topic.id));
         std::fs::create_dir_all(&trash).map_err(io("create", &trash))?;
-        let id: String = topic.id.iter().map(|b| format!("{b:02x}")).collect();
-        let to = trash.join(format!("{name}-{id}"));
-        let from = self.dir.join(name);
-        std::fs::rename(&from, &to).map_err(io("rename", &from))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync", &self.dir))?;
-        let mut next = (*self.snapshot()).clone();
-        next.remove(name);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        Ok((topic, to))
+        let meta = self.dir.join(&topic.name);
+        std::fs::rename(&meta, trash.join("meta")).map_err(io("rename", &meta))?;
+        let data = self.partitions_dir.join(hex(&topic.id));
+        if data.exists() {
+            std::fs::rename(&data, trash.join("partitions")).map_err(io("rename", &data))?;
+        }
+        for dir in [&self.dir, &self.partitions_dir] {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("fsync", dir))?;
+        }
+        Ok(trash)
     }
+}
+
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_id() -> std::io::Result<[u8; 16]> {
@@ -269,8 +331,7 @@ fn write_meta(dir: &Path, topic: &Topic) -> std::io::Result<()> {
     use std::fmt::Write;
     std::fs::create_dir_all(dir)?;
     let mut text = String::new();
-    let id: String = topic.id.iter().map(|b| format!("{b:02x}")).collect();
-    let _ = writeln!(text, "id={id}");
+    let _ = writeln!(text, "id={}", hex(&topic.id));
     let _ = writeln!(text, "partitions={}", topic.partitions);
     for (key, value) in topic.config.entries() {
         let _ = writeln!(text, "{key}={value}");
@@ -380,7 +441,25 @@ mod tests {
             reopened.add_partitions("orders", 2),
             Err(TopicError::PartitionsCannotShrink { .. })
         ));
+        let old_dir = reopened.partition_dir(&grown, 0);
+        std::fs::create_dir_all(&old_dir).expect("partition dir");
         let (gone, trash) = reopened.delete("orders").expect("delete");
+        assert!(
+            !old_dir.exists(),
+            "partition data moved away with the topic"
+        );
+        let again = reopened
+            .create("orders", 1, LogConfig::default())
+            .expect("recreate");
+        assert_ne!(
+            reopened.partition_dir(&again, 0),
+            old_dir,
+            "data is by topic id"
+        );
+        // A request in flight during the deletion recreates the old directory: harmless,
+        // and removed at the next open.
+        std::fs::create_dir_all(&old_dir).expect("stale recreation");
+        reopened.delete("orders").expect("delete again");
         assert_eq!(gone.id, orders.id);
         assert!(trash.exists() && reopened.get("orders").is_none());
         drop(reopened);

@@ -132,7 +132,8 @@ pub fn create_topics_response(version: i16, topics: Vec<CreatedTopic>) -> Create
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTopicsRequest {
-    pub names: Vec<String>,
+    /// By name, or (v6) by id when the name is null.
+    pub topics: Vec<(Option<String>, [u8; 16])>,
     pub timeout_ms: i32,
 }
 
@@ -142,21 +143,21 @@ pub fn decode_delete_topics(
 ) -> Result<DeleteTopicsRequest, DecodeError> {
     let flexible = is_flexible(ApiKey::DeleteTopics, version);
     let count = reader.array_len_v(flexible, "topics")?.unwrap_or(0);
-    let mut names = Vec::with_capacity(count);
+    let mut topics = Vec::with_capacity(count);
     for _ in 0..count {
         if version >= 6 {
-            // v6 names a topic by name or by id; Weir needs the name.
             let name = reader.nullable_string_v(flexible, "topic name")?;
-            reader.uuid("topic id")?;
+            let id = reader.uuid("topic id")?;
             reader.tagged_fields_v(flexible)?;
-            names.push(name.unwrap_or_default().to_string());
+            topics.push((name.map(str::to_string), id));
         } else {
-            names.push(reader.string_v(flexible, "topic name")?.to_string());
+            let name = reader.string_v(flexible, "topic name")?.to_string();
+            topics.push((Some(name), [0; 16]));
         }
     }
     let timeout_ms = reader.i32("timeout")?;
     reader.tagged_fields_v(flexible)?;
-    Ok(DeleteTopicsRequest { names, timeout_ms })
+    Ok(DeleteTopicsRequest { topics, timeout_ms })
 }
 
 pub fn delete_topics_response(

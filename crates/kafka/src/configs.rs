@@ -23,6 +23,7 @@ pub const RESOURCE_BROKER: i8 = 4;
 
 /// Kafka's config sources (DescribeConfigs v1+).
 pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
 /// Incremental operations.
@@ -110,6 +111,8 @@ pub fn describe_response(results: Vec<Described>) -> DescribeConfigsResponse {
                                     .with_read_only(e.read_only)
                                     .with_config_source(if e.is_default {
                                         SOURCE_DEFAULT
+                                    } else if e.read_only {
+                                        SOURCE_STATIC_BROKER
                                     } else {
                                         SOURCE_TOPIC
                                     })

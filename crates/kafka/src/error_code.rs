@@ -15,3 +15,4 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const INVALID_CONFIG: i16 = 40;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;

@@ -21,7 +21,7 @@ fn code_of(error: &TopicError) -> i16 {
         TopicError::InvalidPartitions(_) | TopicError::PartitionsCannotShrink { .. } => {
             error_code::INVALID_PARTITIONS
         }
-        TopicError::Config(_) => error_code::INVALID_CONFIG,
+        TopicError::Config(_) | TopicError::Invalid(_) => error_code::INVALID_CONFIG,
         TopicError::Unknown(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
         TopicError::Io { .. } | TopicError::Corrupt { .. } => error_code::KAFKA_STORAGE_ERROR,
     }
@@ -96,6 +96,11 @@ pub(crate) async fn create_topics(
                     Err((error_code::TOPIC_ALREADY_EXISTS, "topic exists".into()))
                 } else if !weir_broker::topics::valid_name(&topic.name) {
                     Err((error_code::INVALID_TOPIC_EXCEPTION, "invalid name".into()))
+                } else if partitions > weir_broker::topics::PARTITIONS_PER_TOPIC_MAX {
+                    Err((
+                        error_code::INVALID_PARTITIONS,
+                        format!("{partitions} partitions"),
+                    ))
                 } else {
                     let _ = config;
                     Ok(([0u8; 16], partitions))
@@ -141,7 +146,18 @@ pub(crate) async fn delete_topics(
     request: DeleteTopicsRequest,
 ) -> Response {
     let mut results = Vec::new();
-    for name in request.names {
+    for (name, id) in request.topics {
+        // v6 may name a topic by id only.
+        let name = match name {
+            Some(name) => name,
+            None => match broker.topics.by_id(&id) {
+                Some(topic) => topic.name.clone(),
+                None => {
+                    results.push((String::new(), id, error_code::UNKNOWN_TOPIC_ID));
+                    continue;
+                }
+            },
+        };
         let b = broker.clone();
         let deleting = name.clone();
         let deleted = tokio::task::spawn_blocking(move || b.topics.delete(&deleting)).await;

@@ -48,6 +48,21 @@ impl Broker {
             None => topics.extend(snapshot.values().map(|t| topic_info(t))),
             Some(wanted) => {
                 for wanted in wanted {
+                    // v10+ may name a topic by id only.
+                    if wanted.name.as_deref().is_none_or(str::is_empty)
+                        && wanted.topic_id != [0; 16]
+                    {
+                        topics.push(match self.topics.by_id(&wanted.topic_id) {
+                            Some(topic) => topic_info(&topic),
+                            None => TopicInfo {
+                                name: String::new(),
+                                topic_id: wanted.topic_id,
+                                error_code: error_code::UNKNOWN_TOPIC_ID,
+                                partitions: Vec::new(),
+                            },
+                        });
+                        continue;
+                    }
                     let name = wanted.name.clone().unwrap_or_default();
                     let found = match snapshot.get(&name) {
                         Some(topic) => Some(topic.clone()),

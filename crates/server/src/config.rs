@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub shard_mailbox_capacity: usize,
     /// `flush_threads`: threads that run fdatasync for all logs.
     pub flush_threads: usize,
+    /// `fetch_max_bytes` (Kafka's `fetch.max.bytes`): the most record bytes one Fetch response
+    /// carries, whatever the request asks (the first batch is always whole, KIP-74).
+    pub fetch_max_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             num_partitions: 1,
             shard_mailbox_capacity: 1024,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
+            fetch_max_bytes: 55 * 1024 * 1024,
         }
     }
 }

@@ -163,11 +163,12 @@ pub(crate) async fn alter(broker: &Arc<Broker>, request: AlterRequest) -> Respon
                     error_code::UNKNOWN_TOPIC_OR_PARTITION,
                     "unknown topic".to_string(),
                 )),
-                Some(topic) => match altered(&topic.config, &r.entries, request.incremental) {
-                    Err(message) => Err((error_code::INVALID_CONFIG, message)),
-                    Ok(_) if request.validate_only => Ok(()),
-                    Ok(config) => apply(broker, &r.name, config).await,
-                },
+                Some(topic) if request.validate_only => {
+                    altered(&topic.config, &r.entries, request.incremental)
+                        .map(|_| ())
+                        .map_err(|message| (error_code::INVALID_CONFIG, message))
+                }
+                Some(_) => apply(broker, &r.name, r.entries, request.incremental).await,
             }
         };
         results.push(match outcome {
@@ -182,15 +183,32 @@ pub(crate) async fn alter(broker: &Arc<Broker>, request: AlterRequest) -> Respon
     }
 }
 
-/// Persists a topic's new settings, then tells every shard, which reconfigures the logs it has
-/// open for that topic.
-async fn apply(broker: &Arc<Broker>, name: &str, config: LogConfig) -> Result<(), (i16, String)> {
+/// Computes and persists a topic's new settings (read, change and write under the registry's
+/// writer lock, so concurrent changes never lose one another), then tells every shard, which
+/// reconfigures the logs it has open for that topic.
+async fn apply(
+    broker: &Arc<Broker>,
+    name: &str,
+    entries: Vec<(String, i8, Option<String>)>,
+    incremental: bool,
+) -> Result<(), (i16, String)> {
     let b = broker.clone();
     let topic_name = name.to_string();
-    let topic = tokio::task::spawn_blocking(move || b.topics.set_config(&topic_name, config))
-        .await
-        .map_err(|e| (error_code::UNKNOWN_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| (error_code::KAFKA_STORAGE_ERROR, e.to_string()))?;
+    let topic = tokio::task::spawn_blocking(move || {
+        b.topics.update_config(&topic_name, |current| {
+            altered(current, &entries, incremental)
+        })
+    })
+    .await
+    .map_err(|e| (error_code::UNKNOWN_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| match e {
+        weir_broker::topics::TopicError::Invalid(message) => (error_code::INVALID_CONFIG, message),
+        weir_broker::topics::TopicError::Config(e) => (error_code::INVALID_CONFIG, e.to_string()),
+        weir_broker::topics::TopicError::Unknown(_) => {
+            (error_code::UNKNOWN_TOPIC_OR_PARTITION, e.to_string())
+        }
+        e => (error_code::KAFKA_STORAGE_ERROR, e.to_string()),
+    })?;
     for mailbox in &broker.mailboxes {
         let (reply, done) = oneshot::channel();
         let msg = ShardMsg::Reconfigure {

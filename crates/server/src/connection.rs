@@ -27,6 +27,9 @@ use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Kafka clients ask for long polls of at most this long; a larger max_wait_ms is capped.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+/// A connection keeps a read buffer up to this size between requests; a larger one (left by a
+/// large request) is freed.
+const READ_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
 
 pub(crate) async fn serve(
     mut stream: TcpStream,
@@ -64,6 +67,9 @@ pub(crate) async fn serve(
                 break;
             }
         }
+        if frame.capacity() > READ_BUFFER_KEEP_BYTES {
+            frame = Vec::new();
+        }
     }
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -77,6 +83,7 @@ async fn read_body(
     while frame.len() < size {
         let want = (size - frame.len()).min(READ_CHUNK_BYTES);
         let start = frame.len();
+        frame.reserve_exact(want);
         frame.resize(start + want, 0);
         let n = stream.read(&mut frame[start..]).await?;
         if n == 0 {
@@ -111,7 +118,16 @@ async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<Vec<u8>>> {
             let acks = request.acks;
             let response = produce_request(broker, frame, request).await;
             if acks == 0 {
-                return Some(None);
+                // No answer for acks=0; a failure closes the connection, as Kafka does, so the
+                // producer notices and refreshes its metadata.
+                let failed = match &response {
+                    Response::Produce(r) => r
+                        .responses
+                        .iter()
+                        .any(|t| t.partition_responses.iter().any(|p| p.error_code != 0)),
+                    _ => true,
+                };
+                return if failed { None } else { Some(None) };
             }
             response
         }
@@ -234,7 +250,7 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response 
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = request.max_bytes.max(0) as usize;
+    let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     loop {
         let snapshot = broker.topics.snapshot();
         let mut topics = Vec::new();
@@ -247,7 +263,10 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response 
             for part in &topic.partitions {
                 let outcome = match &known {
                     Some(t) if (0..t.partitions).contains(&part.index) => {
-                        let max = part.partition_max_bytes.max(0) as u64;
+                        // What is left of the response's budget; once spent, offsets only.
+                        let left = max_bytes.saturating_sub(total);
+                        let max = (part.partition_max_bytes.max(0) as usize).min(left);
+                        let max = (total == 0 || max > 0).then_some(max as u64);
                         ask(broker, &t.name, part.index, |reply| ShardMsg::Fetch {
                             topic: t.clone(),
                             partition: part.index,
@@ -283,7 +302,7 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response 
             topics.push((topic.name.clone(), parts));
         }
         let now = tokio::time::Instant::now();
-        let done = total >= min_bytes.max(1) || errors || now >= deadline || watches.is_empty();
+        let done = total >= min_bytes || errors || now >= deadline || watches.is_empty();
         if done {
             for (name, parts) in &topics {
                 let bytes: usize = parts.iter().map(|p| p.records.len()).sum();

@@ -36,12 +36,23 @@ pub struct Server {
     /// Phase 2: every shard's connections are done; close the logs.
     close: watch::Sender<bool>,
     drained: std_mpsc::Receiver<()>,
+    shutdown_grace: std::time::Duration,
     threads: Vec<JoinHandle<()>>,
 }
+
+/// Time beyond `shutdown_grace_ms` shutdown waits for a shard to report its connections done.
+const SHUTDOWN_REPORT_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Server {
     /// Opens the topics, binds the listeners and starts `config.shards` shard threads.
     pub fn start(config: ServerConfig) -> std::io::Result<Server> {
+        if config.advertised_listener.is_none() && config.kafka_listen.ip().is_unspecified() {
+            return Err(std::io::Error::other(format!(
+                "kafka_listen {} binds every address: set advertised_listener to the host:port \
+                 clients should connect to",
+                config.kafka_listen
+            )));
+        }
         std::fs::create_dir_all(&config.data_dir)?;
         let cluster_id = broker::cluster_id(&config.data_dir)?;
         let topics = Topics::open(&config.data_dir).map_err(std::io::Error::other)?;
@@ -144,6 +155,7 @@ impl Server {
             stop,
             close,
             drained,
+            shutdown_grace: config.shutdown_grace,
             threads,
         })
     }
@@ -161,8 +173,10 @@ impl Server {
     /// every log cleanly (clean-shutdown checkpoints) and waits for the shards to end.
     pub fn shutdown(self) {
         let _ = self.stop.send(true);
+        // A shard that died never reports: wait for the others, not forever.
+        let wait = self.shutdown_grace + SHUTDOWN_REPORT_SLACK;
         for _ in 0..self.threads.len() {
-            if self.drained.recv().is_err() {
+            if self.drained.recv_timeout(wait).is_err() {
                 break;
             }
         }

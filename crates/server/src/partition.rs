@@ -27,7 +27,8 @@ pub(crate) enum ShardMsg {
         topic: Arc<Topic>,
         partition: i32,
         offset: i64,
-        max_bytes: u64,
+        /// None: the response's byte budget is spent; answer offsets only, no records.
+        max_bytes: Option<u64>,
         reply: oneshot::Sender<FetchOutcome>,
     },
     ListOffsets {
@@ -118,7 +119,7 @@ impl Partitions {
     async fn get(&mut self, topic: &Topic, index: i32) -> Result<&mut Partition, LogError> {
         let key = (topic.id, index);
         if !self.open.contains_key(&key) {
-            let dir = self.broker.topics.partition_dir(&topic.name, index);
+            let dir = self.broker.topics.partition_dir(topic, index);
             let options = LogOptions::new(topic.config.clone(), self.broker.flusher.clone());
             let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
                 .await
@@ -131,7 +132,18 @@ impl Partitions {
         Ok(self.open.get_mut(&key).expect("just inserted"))
     }
 
+    /// The topic as it is now, if the one a request named still exists: a request that was in
+    /// flight while its topic was deleted (or recreated) must not reopen its partitions, and a
+    /// log is always opened with the topic's current settings.
+    fn live(&self, topic: &Topic) -> Option<Arc<Topic>> {
+        self.broker
+            .topics
+            .get(&topic.name)
+            .filter(|t| t.id == topic.id)
+    }
+
     pub async fn handle(&mut self, msg: ShardMsg) {
+        let unknown = error_code::UNKNOWN_TOPIC_OR_PARTITION;
         match msg {
             ShardMsg::Produce {
                 topic,
@@ -140,6 +152,10 @@ impl Partitions {
                 wait_durable,
                 reply,
             } => {
+                let Some(topic) = self.live(&topic) else {
+                    let _ = reply.send(ProduceOutcome::error(unknown));
+                    return;
+                };
                 let p = match self.get(&topic, partition).await {
                     Ok(p) => p,
                     Err(e) => {
@@ -181,12 +197,32 @@ impl Partitions {
                 max_bytes,
                 reply,
             } => {
+                let Some(topic) = self.live(&topic) else {
+                    let _ = reply.send(FetchOutcome::error(unknown));
+                    return;
+                };
                 let outcome = match self.get(&topic, partition).await {
                     Err(e) => FetchOutcome::failed(&e),
                     Ok(p) => {
                         let high_watermark = p.log.log_end_offset();
                         let log_start_offset = p.log.log_start_offset();
-                        match p.log.read_copy(offset, max_bytes) {
+                        let read = match max_bytes {
+                            Some(max) => p.log.read_copy(offset, max),
+                            // Budget spent: only say whether the offset is valid.
+                            None if (log_start_offset..=high_watermark).contains(&offset) => {
+                                Ok(weir_log::ReadCopy {
+                                    bytes: Vec::new(),
+                                    first_offset: offset,
+                                    next_offset: offset,
+                                })
+                            }
+                            None => Err(LogError::OffsetOutOfRange {
+                                offset,
+                                start: log_start_offset,
+                                end: high_watermark,
+                            }),
+                        };
+                        match read {
                             Ok(copy) => FetchOutcome {
                                 error_code: error_code::NONE,
                                 high_watermark,
@@ -210,6 +246,10 @@ impl Partitions {
                 offset,
                 reply,
             } => {
+                let Some(topic) = self.live(&topic) else {
+                    let _ = reply.send((-1, unknown));
+                    return;
+                };
                 let p = match self.get(&topic, partition).await {
                     Ok(p) => p,
                     Err(e) => {
@@ -239,10 +279,14 @@ impl Partitions {
                 }
             }
             ShardMsg::Reconfigure { topic, reply } => {
-                for ((id, _), partition) in self.open.iter_mut() {
-                    if *id == topic.id {
-                        // The settings were validated before they were stored.
-                        let _ = partition.log.set_config(topic.config.clone());
+                // The registry's settings, not the message's: two changes may arrive in either
+                // order, the registry holds the last one.
+                if let Some(topic) = self.live(&topic) {
+                    for ((id, _), partition) in self.open.iter_mut() {
+                        if *id == topic.id {
+                            // The settings were validated before they were stored.
+                            let _ = partition.log.set_config(topic.config.clone());
+                        }
                     }
                 }
                 let _ = reply.send(());
@@ -261,6 +305,10 @@ impl Partitions {
                 timestamp,
                 reply,
             } => {
+                let Some(topic) = self.live(&topic) else {
+                    let _ = reply.send(ListOutcome::error(unknown));
+                    return;
+                };
                 let outcome = match self.get(&topic, partition).await {
                     Err(e) => ListOutcome::failed(&e),
                     Ok(p) => list(&p.log, timestamp),

@@ -14,6 +14,8 @@ use crate::connection;
 
 /// Pending connections the kernel queues per listener socket.
 const LISTEN_BACKLOG: u32 = 1024;
+/// Pause after a failed accept (out of file descriptors, say) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -41,11 +43,15 @@ pub(crate) async fn run(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
                     connections.spawn_local(connection::serve(stream, broker.clone(), shutdown.clone()));
                 }
-            }
+                Err(e) => {
+                    eprintln!("weir: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }

@@ -909,3 +909,178 @@ fn sigkill_loses_no_batch_acknowledged_with_flush_messages_1() {
         assert_eq!(bytes[16..], batch[16..], "offset {offset}");
     }
 }
+
+fn fetch_once(
+    stream: &mut TcpStream,
+    topic: &str,
+    partitions: &[i32],
+    max_bytes: i32,
+    min_bytes: i32,
+    max_wait_ms: i32,
+) -> kafka_protocol::messages::FetchResponse {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let request = FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(*p)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20)
+                    })
+                    .collect(),
+            )]);
+    let (_, mut body) = call(
+        stream,
+        &request_frame(ApiKey::Fetch, 11, &request),
+        ApiKey::Fetch,
+        11,
+    );
+    FetchResponse::decode(&mut body, 11).expect("Fetch")
+}
+
+fn big_batch(size: usize) -> Bytes {
+    let mut builder = weir_log::batch::build::BatchBuilder::new(1_800_000_000_000);
+    builder.push(Some(b"k"), Some(&vec![b'z'; size]), 1_800_000_000_000);
+    Bytes::from(builder.build())
+}
+
+#[test]
+fn fetch_honours_the_response_budget_and_min_bytes_zero() {
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 7, "budget", 2, 1, &[], false).error_code,
+        0
+    );
+    for p in [0, 1] {
+        for _ in 0..3 {
+            assert_eq!(
+                produce(&mut s, "budget", p, big_batch(100_000), 1).error_code,
+                0
+            );
+        }
+    }
+    // 150 KB for the whole response: partition 0 gets one whole batch (more than fits once
+    // two would), partition 1 nothing but its offsets.
+    let response = fetch_once(&mut s, "budget", &[0, 1], 150_000, 1, 0);
+    let parts = &response.responses[0].partitions;
+    let len = |i: usize| parts[i].records.as_ref().map_or(0, |r| r.len());
+    assert!(
+        len(0) > 100_000 && len(0) < 150_000,
+        "partition 0: {}",
+        len(0)
+    );
+    assert_eq!(len(1), 0, "the budget was spent");
+    assert_eq!(parts[1].high_watermark, 3);
+    assert_eq!(parts[1].error_code, 0);
+    // min_bytes=0 on an empty partition answers without waiting out max_wait (10 s here).
+    assert_eq!(
+        create_topic(&mut s, 7, "empty", 1, 1, &[], false).error_code,
+        0
+    );
+    let started = Instant::now();
+    let response = fetch_once(&mut s, "empty", &[0], 1 << 20, 0, 10_000);
+    assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "min_bytes=0 waited"
+    );
+}
+
+#[test]
+fn topics_by_id_and_acks_0_failures() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    let created = create_topic(&mut s, 7, "by-id", 2, 1, &[], false);
+    assert_eq!(created.error_code, 0);
+    // Metadata v12 by id only.
+    let body = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(created.topic_id)]))
+        .with_allow_auto_topic_creation(false);
+    let (_, mut out) = call(
+        &mut s,
+        &request_frame(ApiKey::Metadata, 12, &body),
+        ApiKey::Metadata,
+        12,
+    );
+    let response = MetadataResponse::decode(&mut out, 12).expect("Metadata");
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(
+        response.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("by-id")
+    );
+    assert_eq!(response.topics[0].partitions.len(), 2);
+    // DeleteTopics v6 by id only; an unknown id is UNKNOWN_TOPIC_ID.
+    let delete = |s: &mut TcpStream, id| {
+        let request = DeleteTopicsRequest::default()
+            .with_topics(vec![DeleteTopicState::default()
+                .with_name(None)
+                .with_topic_id(id)])
+            .with_timeout_ms(5000);
+        let (_, mut out) = call(
+            s,
+            &request_frame(ApiKey::DeleteTopics, 6, &request),
+            ApiKey::DeleteTopics,
+            6,
+        );
+        DeleteTopicsResponse::decode(&mut out, 6)
+            .expect("DeleteTopics")
+            .responses[0]
+            .error_code
+    };
+    assert_eq!(delete(&mut s, created.topic_id), 0);
+    assert_eq!(partitions_of(&mut s, "by-id"), None);
+    assert_eq!(delete(&mut s, created.topic_id), 100, "UNKNOWN_TOPIC_ID");
+
+    // acks=0 gets no answer; a failed acks=0 produce closes the connection so the producer
+    // notices.
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::ProduceRequest;
+    let request = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("no-such-topic")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(test_batch(1))))])]);
+    let mut doomed = weir.connect();
+    doomed
+        .write_all(&request_frame(ApiKey::Produce, 9, &request))
+        .expect("send");
+    assert!(
+        closed(&mut doomed),
+        "a failed acks=0 produce keeps the connection"
+    );
+}
+
+#[test]
+fn a_wildcard_listener_needs_an_advertised_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "serve",
+            "--kafka-listen",
+            "0.0.0.0:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(std::env::temp_dir().join(format!("weir-wildcard-{}", std::process::id())))
+        .output()
+        .expect("run weir");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("advertised_listener"), "{stderr}");
+}
