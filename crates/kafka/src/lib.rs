@@ -144,7 +144,7 @@ pub fn encode_response(
     id: RequestId,
     response: &Response,
     fallback: bool,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<bytes::Bytes, EncodeError> {
     let (key, version) = match response {
         Response::ApiVersions(_) if fallback => (ApiKey::ApiVersions, 0),
         Response::ApiVersions(_) => (ApiKey::ApiVersions, id.api_version),
@@ -184,5 +184,5 @@ pub fn encode_response(
     .map_err(error)?;
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.to_vec())
+    Ok(buf.freeze())
 }

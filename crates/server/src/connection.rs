@@ -96,7 +96,7 @@ async fn read_body(
 
 /// The answer to one request frame: `Some(Some(bytes))` to send, `Some(None)` when the request
 /// wants no response (acks=0), `None` to close the connection.
-async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<Vec<u8>>> {
+async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<bytes::Bytes>> {
     let (header, request) = match decode_request(frame).ok()? {
         Decoded::Request { header, request } => (header, request),
         Decoded::ApiVersionsFallback(id) => {
@@ -150,7 +150,7 @@ async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<Vec<u8>>> {
 }
 
 /// An encoding failure is our bug: say so, and close the connection rather than send garbage.
-fn encoded(result: Result<Vec<u8>, weir_kafka::EncodeError>) -> Option<Option<Vec<u8>>> {
+fn encoded(result: Result<bytes::Bytes, weir_kafka::EncodeError>) -> Option<Option<bytes::Bytes>> {
     match result {
         Ok(bytes) => Some(Some(bytes)),
         Err(e) => {
