@@ -83,7 +83,11 @@ async fn read_body(
     while frame.len() < size {
         let want = (size - frame.len()).min(READ_CHUNK_BYTES);
         let start = frame.len();
-        frame.reserve_exact(want);
+        if frame.capacity() < start + want {
+            // Grow geometrically (bounded copying) but never past the declared size.
+            let target = (frame.capacity() * 2).max(start + want).min(size);
+            frame.reserve_exact(target - start);
+        }
         frame.resize(start + want, 0);
         let n = stream.read(&mut frame[start..]).await?;
         if n == 0 {
