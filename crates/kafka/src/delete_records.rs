@@ -22,21 +22,9 @@ pub struct DeleteRecordsRequest {
 
 pub fn decode(reader: &mut Reader<'_>, version: i16) -> Result<DeleteRecordsRequest, DecodeError> {
     let flexible = is_flexible(ApiKey::DeleteRecords, version);
-    let count = reader.array_len_v(flexible, "topics")?.unwrap_or(0);
-    let mut topics = Vec::with_capacity(count);
-    for _ in 0..count {
-        let name = reader.string_v(flexible, "topic name")?.to_string();
-        let n = reader.array_len_v(flexible, "partitions")?.unwrap_or(0);
-        let mut partitions = Vec::with_capacity(n);
-        for _ in 0..n {
-            let index = reader.i32("partition")?;
-            let offset = reader.i64("offset")?;
-            reader.tagged_fields_v(flexible)?;
-            partitions.push((index, offset));
-        }
-        reader.tagged_fields_v(flexible)?;
-        topics.push((name, partitions));
-    }
+    let topics = reader.topics(flexible, |reader| {
+        Ok((reader.i32("partition")?, reader.i64("offset")?))
+    })?;
     let timeout_ms = reader.i32("timeout")?;
     reader.tagged_fields_v(flexible)?;
     Ok(DeleteRecordsRequest { topics, timeout_ms })

@@ -45,13 +45,8 @@ pub fn decode(reader: &mut Reader<'_>, version: i16) -> Result<FetchRequest, Dec
         reader.i32("session id")?;
         reader.i32("session epoch")?;
     }
-    let count = reader.array_len_v(flexible, "topics")?.unwrap_or(0);
-    let mut topics = Vec::with_capacity(count);
-    for _ in 0..count {
-        let name = reader.string_v(flexible, "topic name")?.to_string();
-        let count = reader.array_len_v(flexible, "partitions")?.unwrap_or(0);
-        let mut partitions = Vec::with_capacity(count);
-        for _ in 0..count {
+    let topics = reader
+        .topics(flexible, |reader| {
             let index = reader.i32("partition")?;
             if version >= 9 {
                 reader.i32("current leader epoch")?;
@@ -64,16 +59,15 @@ pub fn decode(reader: &mut Reader<'_>, version: i16) -> Result<FetchRequest, Dec
                 reader.i64("log start offset")?;
             }
             let partition_max_bytes = reader.i32("partition max bytes")?;
-            reader.tagged_fields_v(flexible)?;
-            partitions.push(FetchPartition {
+            Ok(FetchPartition {
                 index,
                 fetch_offset,
                 partition_max_bytes,
-            });
-        }
-        reader.tagged_fields_v(flexible)?;
-        topics.push(FetchTopic { name, partitions });
-    }
+            })
+        })?
+        .into_iter()
+        .map(|(name, partitions)| FetchTopic { name, partitions })
+        .collect();
     if version >= 7 {
         // Forgotten topics only matter to sessions, which Weir does not keep.
         let count = reader

@@ -29,24 +29,13 @@ pub fn decode(reader: &mut Reader<'_>, version: i16) -> Result<ListOffsetsReques
     } else {
         0
     };
-    let count = reader.array_len_v(flexible, "topics")?.unwrap_or(0);
-    let mut topics = Vec::with_capacity(count);
-    for _ in 0..count {
-        let name = reader.string_v(flexible, "topic name")?.to_string();
-        let count = reader.array_len_v(flexible, "partitions")?.unwrap_or(0);
-        let mut partitions = Vec::with_capacity(count);
-        for _ in 0..count {
-            let index = reader.i32("partition")?;
-            if version >= 4 {
-                reader.i32("current leader epoch")?;
-            }
-            let timestamp = reader.i64("timestamp")?;
-            reader.tagged_fields_v(flexible)?;
-            partitions.push((index, timestamp));
+    let topics = reader.topics(flexible, |reader| {
+        let index = reader.i32("partition")?;
+        if version >= 4 {
+            reader.i32("current leader epoch")?;
         }
-        reader.tagged_fields_v(flexible)?;
-        topics.push((name, partitions));
-    }
+        Ok((index, reader.i64("timestamp")?))
+    })?;
     reader.tagged_fields_v(flexible)?;
     Ok(ListOffsetsRequest {
         isolation_level,

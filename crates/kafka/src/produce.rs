@@ -41,13 +41,8 @@ pub fn decode(reader: &mut Reader<'_>, version: i16) -> Result<ProduceRequest, D
         .map(str::to_string);
     let acks = reader.i16("acks")?;
     let timeout_ms = reader.i32("timeout")?;
-    let count = reader.array_len_v(flexible, "topics")?.unwrap_or(0);
-    let mut topics = Vec::with_capacity(count);
-    for _ in 0..count {
-        let name = reader.string_v(flexible, "topic name")?.to_string();
-        let count = reader.array_len_v(flexible, "partitions")?.unwrap_or(0);
-        let mut partitions = Vec::with_capacity(count);
-        for _ in 0..count {
+    let topics = reader
+        .topics(flexible, |reader| {
             let index = reader.i32("partition")?;
             let len = if flexible {
                 reader.compact_array_len("records")?
@@ -62,12 +57,11 @@ pub fn decode(reader: &mut Reader<'_>, version: i16) -> Result<ProduceRequest, D
                     Some(start..start + len)
                 }
             };
-            reader.tagged_fields_v(flexible)?;
-            partitions.push(ProducePartition { index, records });
-        }
-        reader.tagged_fields_v(flexible)?;
-        topics.push(ProduceTopic { name, partitions });
-    }
+            Ok(ProducePartition { index, records })
+        })?
+        .into_iter()
+        .map(|(name, partitions)| ProduceTopic { name, partitions })
+        .collect();
     reader.tagged_fields_v(flexible)?;
     Ok(ProduceRequest {
         transactional_id,

@@ -232,6 +232,29 @@ impl<'a> Reader<'a> {
         self.take(n, what).map(|_| ())
     }
 
+    /// The `[topic name, [partition fields]]` shape most requests share: `partition` reads one
+    /// partition's fields; the tagged fields after each partition and topic are read here.
+    pub fn topics<T>(
+        &mut self,
+        flexible: bool,
+        mut partition: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
+    ) -> Result<Vec<(String, Vec<T>)>, DecodeError> {
+        let count = self.array_len_v(flexible, "topics")?.unwrap_or(0);
+        let mut topics = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = self.string_v(flexible, "topic name")?.to_string();
+            let n = self.array_len_v(flexible, "partitions")?.unwrap_or(0);
+            let mut partitions = Vec::with_capacity(n);
+            for _ in 0..n {
+                partitions.push(partition(self)?);
+                self.tagged_fields_v(flexible)?;
+            }
+            self.tagged_fields_v(flexible)?;
+            topics.push((name, partitions));
+        }
+        Ok(topics)
+    }
+
     /// Everything not read yet.
     pub fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.at..];
