@@ -94,6 +94,10 @@ impl Metrics {
 
     pub fn topic(&self, name: &str) -> Arc<TopicCounters> {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        // Look up before inserting: the name is copied once per topic, not once per request.
+        if let Some(counters) = topics.get(name) {
+            return counters.clone();
+        }
         topics.entry(name.to_string()).or_default().clone()
     }
 }
