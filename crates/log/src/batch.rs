@@ -17,6 +17,7 @@
 //! ```
 
 pub mod build;
+pub mod records;
 
 /// Size of the fixed RecordBatch v2 header.
 pub const HEADER_BYTES: usize = 61;
