@@ -1,6 +1,7 @@
 //! `weir-broker`: what the broker knows, apart from sockets and wire formats: the topics (one
 //! writer, cheap snapshots for every reader) and which shard owns which partition.
 
+pub mod group;
 pub mod topics;
 
 /// The shard that owns partition `partition` of `topic` among `shards`: a sticky hash (FNV-1a)
