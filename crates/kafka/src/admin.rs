@@ -36,19 +36,6 @@ pub struct CreateTopicsRequest {
     pub validate_only: bool,
 }
 
-fn int32s(
-    reader: &mut Reader<'_>,
-    flexible: bool,
-    what: &'static str,
-) -> Result<Vec<i32>, DecodeError> {
-    let n = reader.array_len_v(flexible, what)?.unwrap_or(0);
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(reader.i32(what)?);
-    }
-    Ok(out)
-}
-
 pub fn decode_create_topics(
     reader: &mut Reader<'_>,
     version: i16,
@@ -64,7 +51,7 @@ pub fn decode_create_topics(
         let mut assignments = Vec::with_capacity(n);
         for _ in 0..n {
             let partition = reader.i32("partition")?;
-            let brokers = int32s(reader, flexible, "broker ids")?;
+            let brokers = reader.int32s_v(flexible, "broker ids")?;
             reader.tagged_fields_v(flexible)?;
             assignments.push((partition, brokers));
         }
@@ -200,7 +187,7 @@ pub fn decode_create_partitions(
         let total = reader.i32("count")?;
         if let Some(n) = reader.array_len_v(flexible, "assignments")? {
             for _ in 0..n {
-                int32s(reader, flexible, "broker ids")?;
+                reader.int32s_v(flexible, "broker ids")?;
                 reader.tagged_fields_v(flexible)?;
             }
         }

@@ -8,15 +8,20 @@ pub mod admin;
 pub mod api;
 pub mod api_versions;
 pub mod configs;
+pub mod coordinator;
 pub mod delete_records;
 mod error;
 pub mod error_code;
 pub mod fetch;
 pub mod frame;
+pub mod group;
+pub mod group_admin;
+pub mod group_offsets;
 pub mod header;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer_id;
 pub mod wire;
 
 use bytes::{BufMut, BytesMut};
@@ -40,6 +45,18 @@ pub enum Request {
     DeleteRecords(delete_records::DeleteRecordsRequest),
     DescribeConfigs(Vec<configs::DescribeResource>),
     AlterConfigs(configs::AlterRequest),
+    FindCoordinator(coordinator::FindCoordinatorRequest),
+    JoinGroup(group::JoinGroupRequest),
+    SyncGroup(group::SyncGroupRequest),
+    Heartbeat(group::HeartbeatRequest),
+    LeaveGroup(group::LeaveGroupRequest),
+    OffsetCommit(group_offsets::OffsetCommitRequest),
+    OffsetFetch(group_offsets::OffsetFetchRequest),
+    OffsetDelete(group_offsets::OffsetDeleteRequest),
+    ListGroups(group_admin::ListGroupsRequest),
+    DescribeGroups(group_admin::DescribeGroupsRequest),
+    DeleteGroups(group_admin::DeleteGroupsRequest),
+    InitProducerId(producer_id::InitProducerIdRequest),
 }
 
 /// What a request frame turned out to be.
@@ -99,6 +116,32 @@ pub fn decode_request(frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         ApiKey::IncrementalAlterConfigs => {
             Request::AlterConfigs(configs::decode_incremental(&mut reader, version)?)
         }
+        ApiKey::FindCoordinator => {
+            Request::FindCoordinator(coordinator::decode(&mut reader, version)?)
+        }
+        ApiKey::JoinGroup => Request::JoinGroup(group::decode_join(&mut reader, version)?),
+        ApiKey::SyncGroup => Request::SyncGroup(group::decode_sync(&mut reader, version)?),
+        ApiKey::Heartbeat => Request::Heartbeat(group::decode_heartbeat(&mut reader, version)?),
+        ApiKey::LeaveGroup => Request::LeaveGroup(group::decode_leave(&mut reader, version)?),
+        ApiKey::OffsetCommit => {
+            Request::OffsetCommit(group_offsets::decode_commit(&mut reader, version)?)
+        }
+        ApiKey::OffsetFetch => {
+            Request::OffsetFetch(group_offsets::decode_fetch(&mut reader, version)?)
+        }
+        ApiKey::OffsetDelete => {
+            Request::OffsetDelete(group_offsets::decode_delete(&mut reader, version)?)
+        }
+        ApiKey::ListGroups => Request::ListGroups(group_admin::decode_list(&mut reader, version)?),
+        ApiKey::DescribeGroups => {
+            Request::DescribeGroups(group_admin::decode_describe(&mut reader, version)?)
+        }
+        ApiKey::DeleteGroups => {
+            Request::DeleteGroups(group_admin::decode_delete(&mut reader, version)?)
+        }
+        ApiKey::InitProducerId => {
+            Request::InitProducerId(producer_id::decode(&mut reader, version)?)
+        }
         _ => return Ok(Decoded::Unsupported(id)),
     };
     Ok(Decoded::Request { header, request })
@@ -118,6 +161,18 @@ pub enum Response {
     DescribeConfigs(kafka_protocol::messages::DescribeConfigsResponse),
     AlterConfigs(kafka_protocol::messages::AlterConfigsResponse),
     IncrementalAlterConfigs(kafka_protocol::messages::IncrementalAlterConfigsResponse),
+    FindCoordinator(kafka_protocol::messages::FindCoordinatorResponse),
+    JoinGroup(kafka_protocol::messages::JoinGroupResponse),
+    SyncGroup(kafka_protocol::messages::SyncGroupResponse),
+    Heartbeat(kafka_protocol::messages::HeartbeatResponse),
+    LeaveGroup(kafka_protocol::messages::LeaveGroupResponse),
+    OffsetCommit(kafka_protocol::messages::OffsetCommitResponse),
+    OffsetFetch(kafka_protocol::messages::OffsetFetchResponse),
+    OffsetDelete(kafka_protocol::messages::OffsetDeleteResponse),
+    ListGroups(kafka_protocol::messages::ListGroupsResponse),
+    DescribeGroups(kafka_protocol::messages::DescribeGroupsResponse),
+    DeleteGroups(kafka_protocol::messages::DeleteGroupsResponse),
+    InitProducerId(kafka_protocol::messages::InitProducerIdResponse),
 }
 
 /// A response that cannot be encoded at the request's version: a bug of ours (a field set that
@@ -159,6 +214,18 @@ pub fn encode_response(
         Response::DescribeConfigs(_) => (ApiKey::DescribeConfigs, id.api_version),
         Response::AlterConfigs(_) => (ApiKey::AlterConfigs, id.api_version),
         Response::IncrementalAlterConfigs(_) => (ApiKey::IncrementalAlterConfigs, id.api_version),
+        Response::FindCoordinator(_) => (ApiKey::FindCoordinator, id.api_version),
+        Response::JoinGroup(_) => (ApiKey::JoinGroup, id.api_version),
+        Response::SyncGroup(_) => (ApiKey::SyncGroup, id.api_version),
+        Response::Heartbeat(_) => (ApiKey::Heartbeat, id.api_version),
+        Response::LeaveGroup(_) => (ApiKey::LeaveGroup, id.api_version),
+        Response::OffsetCommit(_) => (ApiKey::OffsetCommit, id.api_version),
+        Response::OffsetFetch(_) => (ApiKey::OffsetFetch, id.api_version),
+        Response::OffsetDelete(_) => (ApiKey::OffsetDelete, id.api_version),
+        Response::ListGroups(_) => (ApiKey::ListGroups, id.api_version),
+        Response::DescribeGroups(_) => (ApiKey::DescribeGroups, id.api_version),
+        Response::DeleteGroups(_) => (ApiKey::DeleteGroups, id.api_version),
+        Response::InitProducerId(_) => (ApiKey::InitProducerId, id.api_version),
     };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // size, filled in below
@@ -180,6 +247,18 @@ pub fn encode_response(
         Response::DescribeConfigs(body) => body.encode(&mut buf, version),
         Response::AlterConfigs(body) => body.encode(&mut buf, version),
         Response::IncrementalAlterConfigs(body) => body.encode(&mut buf, version),
+        Response::FindCoordinator(body) => body.encode(&mut buf, version),
+        Response::JoinGroup(body) => body.encode(&mut buf, version),
+        Response::SyncGroup(body) => body.encode(&mut buf, version),
+        Response::Heartbeat(body) => body.encode(&mut buf, version),
+        Response::LeaveGroup(body) => body.encode(&mut buf, version),
+        Response::OffsetCommit(body) => body.encode(&mut buf, version),
+        Response::OffsetFetch(body) => body.encode(&mut buf, version),
+        Response::OffsetDelete(body) => body.encode(&mut buf, version),
+        Response::ListGroups(body) => body.encode(&mut buf, version),
+        Response::DescribeGroups(body) => body.encode(&mut buf, version),
+        Response::DeleteGroups(body) => body.encode(&mut buf, version),
+        Response::InitProducerId(body) => body.encode(&mut buf, version),
     }
     .map_err(error)?;
     let size = (buf.len() - 4) as i32;

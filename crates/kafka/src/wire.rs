@@ -192,6 +192,106 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// BYTES / NULLABLE_BYTES: i32 length, -1 for null.
+    pub fn nullable_bytes(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, DecodeError> {
+        let n = self.i32(what)?;
+        match n {
+            -1 => Ok(None),
+            n if n < 0 => Err(DecodeError::Invalid {
+                what,
+                reason: "negative length",
+            }),
+            n => self.take(n as usize, what).map(Some),
+        }
+    }
+
+    pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.nullable_bytes(what)?.ok_or(DecodeError::Invalid {
+            what,
+            reason: "null where bytes are required",
+        })
+    }
+
+    /// COMPACT_NULLABLE_BYTES: unsigned varint N+1, 0 for null.
+    pub fn compact_nullable_bytes(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.uvarint(what)? {
+            0 => Ok(None),
+            n => self.take(n as usize - 1, what).map(Some),
+        }
+    }
+
+    pub fn compact_bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.compact_nullable_bytes(what)?
+            .ok_or(DecodeError::Invalid {
+                what,
+                reason: "null where bytes are required",
+            })
+    }
+
+    /// Bytes in the encoding the version uses.
+    pub fn bytes_v(&mut self, flexible: bool, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if flexible {
+            self.compact_bytes(what)
+        } else {
+            self.bytes(what)
+        }
+    }
+
+    /// Nullable bytes in the encoding the version uses.
+    pub fn nullable_bytes_v(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
+        if flexible {
+            self.compact_nullable_bytes(what)
+        } else {
+            self.nullable_bytes(what)
+        }
+    }
+
+    /// An array of strings in the encoding the version uses; None when the array is null.
+    pub fn nullable_strings_v(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Option<Vec<String>>, DecodeError> {
+        let Some(n) = self.array_len_v(flexible, what)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.string_v(flexible, what)?.to_string());
+        }
+        Ok(Some(out))
+    }
+
+    /// An array of strings in the encoding the version uses; null reads as empty.
+    pub fn strings_v(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Vec<String>, DecodeError> {
+        Ok(self.nullable_strings_v(flexible, what)?.unwrap_or_default())
+    }
+
+    /// An array of INT32 in the encoding the version uses; null reads as empty.
+    pub fn int32s_v(
+        &mut self,
+        flexible: bool,
+        what: &'static str,
+    ) -> Result<Vec<i32>, DecodeError> {
+        let n = self.array_len_v(flexible, what)?.unwrap_or(0);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.i32(what)?);
+        }
+        Ok(out)
+    }
+
     /// An array length in the encoding the version uses.
     pub fn array_len_v(
         &mut self,
@@ -297,6 +397,47 @@ mod tests {
         assert_eq!(r.remaining(), 0);
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff]);
         assert!(r.uvarint("v").is_err(), "more than 32 bits");
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_nullable() {
+        let mut r = Reader::new(&[0, 0, 0, 2, 0xaa, 0xbb, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        assert_eq!(r.bytes("b").ok(), Some(&[0xaa, 0xbb][..]));
+        assert_eq!(r.nullable_bytes("n").ok(), Some(None));
+        assert_eq!(r.bytes("e").ok(), Some(&[][..]));
+        assert_eq!(r.remaining(), 0);
+        let mut r = Reader::new(&[0x03, 0x01, 0x02, 0x00, 0x01]);
+        assert_eq!(r.compact_bytes("b").ok(), Some(&[0x01, 0x02][..]));
+        assert_eq!(r.compact_nullable_bytes("n").ok(), Some(None));
+        assert_eq!(r.bytes_v(true, "e").ok(), Some(&[][..]));
+        // Declared lengths beyond what arrived, null where bytes are required, negative lengths.
+        assert!(Reader::new(&[0x7f, 0xff, 0xff, 0xff, 0])
+            .bytes("b")
+            .is_err());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x07, 0])
+            .compact_bytes("b")
+            .is_err());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xff]).bytes("b").is_err());
+        assert!(Reader::new(&[0x00]).compact_bytes("b").is_err());
+        assert!(Reader::new(&[0xff, 0xff, 0xff, 0xfe])
+            .nullable_bytes("b")
+            .is_err());
+    }
+
+    #[test]
+    fn string_and_int32_arrays() {
+        let mut r = Reader::new(&[0, 0, 0, 2, 0, 1, b'a', 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            r.strings_v(false, "s").ok(),
+            Some(vec!["a".into(), "".into()])
+        );
+        assert_eq!(r.nullable_strings_v(false, "s").ok(), Some(None));
+        let mut r = Reader::new(&[0x03, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x00]);
+        assert_eq!(r.int32s_v(true, "i").ok(), Some(vec![1, -1]));
+        assert_eq!(r.int32s_v(true, "i").ok(), Some(vec![]));
+        assert!(Reader::new(&[0, 0, 0, 2, 0, 0, 0, 1])
+            .int32s_v(false, "i")
+            .is_err());
     }
 
     #[test]

@@ -4,32 +4,13 @@
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{
     metadata_request::MetadataRequestTopic, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+    MetadataRequest, MetadataResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use weir_kafka::{api, decode_request, encode_response, Decoded, Request, RequestId, Response};
 
-fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("codec-test")))
-        .encode(&mut buf, key.request_header_version(version))
-        .expect("header");
-    body.encode(&mut buf, version).expect("body");
-    buf.to_vec()
-}
-
-fn response_body(bytes: &[u8], key: ApiKey, version: i16) -> (i32, bytes::Bytes) {
-    let size = i32::from_be_bytes(bytes[..4].try_into().expect("size")) as usize;
-    assert_eq!(size, bytes.len() - 4);
-    let mut buf = bytes::Bytes::copy_from_slice(&bytes[4..]);
-    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
-        .expect("response header");
-    (header.correlation_id, buf)
-}
+mod common;
+use common::{frame, response_body};
 
 #[test]
 fn metadata_requests_decode_at_every_version() {
