@@ -24,6 +24,8 @@ pub(crate) struct Broker {
     /// One bounded mailbox per shard, indexed by shard number.
     pub mailboxes: Vec<mpsc::Sender<ShardMsg>>,
     pub flusher: Flusher,
+    /// Coordinator partitions, as fixed in the data directory.
+    pub offsets_partitions: u32,
 }
 
 impl Broker {
@@ -37,6 +39,12 @@ impl Broker {
 
     pub fn mailbox(&self, topic: &str, partition: i32) -> &mpsc::Sender<ShardMsg> {
         &self.mailboxes[weir_broker::owner(topic, partition, self.mailboxes.len())]
+    }
+
+    /// The mailbox of the shard coordinating `group`.
+    pub fn group_mailbox(&self, group: &str) -> &mpsc::Sender<ShardMsg> {
+        let p = crate::coordinator::partition_of(self, group);
+        self.mailbox(crate::coordinator::OFFSETS_TOPIC, p as i32)
     }
 
     /// Answers Metadata, creating requested unknown topics first when allowed. Topic creation

@@ -33,6 +33,33 @@ pub struct ServerConfig {
     /// `fetch_max_bytes` (Kafka's `fetch.max.bytes`): the most record bytes one Fetch response
     /// carries, whatever the request asks (the first batch is always whole, KIP-74).
     pub fetch_max_bytes: usize,
+    /// `offsets_partitions` (Kafka's `offsets.topic.num.partitions`): coordinator partitions
+    /// groups are hashed onto. Fixed by the first start of a data directory.
+    pub offsets_partitions: u32,
+    /// Group coordination and committed offsets.
+    pub groups: GroupSettings,
+}
+
+/// Settings of consumer groups and their committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// Session timeouts, the initial rebalance delay, group size, offset metadata size.
+    pub coordination: weir_broker::group::GroupConfig,
+    /// `offsets_retention_minutes` (Kafka's `offsets.retention.minutes`): how long committed
+    /// offsets of a group without members are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets_retention_check_interval_ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_ms: u64,
+}
+
+impl Default for GroupSettings {
+    fn default() -> GroupSettings {
+        GroupSettings {
+            coordination: weir_broker::group::GroupConfig::default(),
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_ms: 10 * 60 * 1000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -50,6 +77,8 @@ impl Default for ServerConfig {
             shard_mailbox_capacity: 1024,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
             fetch_max_bytes: 55 * 1024 * 1024,
+            offsets_partitions: 16,
+            groups: GroupSettings::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use weir_kafka::{
 use crate::admin;
 use crate::broker::Broker;
 use crate::configs;
+use crate::groups;
 use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 
 /// Bytes read from the socket at a time while a frame body arrives: memory follows what the
@@ -37,6 +38,10 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Kafka reports a member's host as "/<ip>".
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| String::new(), |a| format!("/{}", a.ip()));
     let metrics = &broker.metrics;
     metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -56,7 +61,7 @@ pub(crate) async fn serve(
             break;
         }
         let started = std::time::Instant::now();
-        let Some(response) = answer(&broker, &frame).await else {
+        let Some(response) = answer(&broker, &peer, &frame).await else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
@@ -100,7 +105,7 @@ async fn read_body(
 
 /// The answer to one request frame: `Some(Some(bytes))` to send, `Some(None)` when the request
 /// wants no response (acks=0), `None` to close the connection.
-async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<bytes::Bytes>> {
+async fn answer(broker: &Arc<Broker>, peer: &str, frame: &[u8]) -> Option<Option<bytes::Bytes>> {
     let (header, request) = match decode_request(frame).ok()? {
         Decoded::Request { header, request } => (header, request),
         Decoded::ApiVersionsFallback(id) => {
@@ -115,6 +120,7 @@ async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<bytes::Byte
             return None;
         }
     };
+    let version = header.id.api_version;
     let response = match request {
         Request::ApiVersions(_) => Response::ApiVersions(api_versions::response(0)),
         Request::Metadata(request) => broker.metadata(&request).await,
@@ -149,6 +155,22 @@ async fn answer(broker: &Arc<Broker>, frame: &[u8]) -> Option<Option<bytes::Byte
         Request::DeleteRecords(request) => configs::delete_records(broker, request).await,
         Request::DescribeConfigs(resources) => configs::describe(broker, resources),
         Request::AlterConfigs(request) => configs::alter(broker, request).await,
+        Request::FindCoordinator(request) => groups::find_coordinator(broker, version, request),
+        Request::JoinGroup(request) => {
+            let client_id = header.client_id.unwrap_or_default();
+            groups::join(broker, version, client_id, peer, request).await
+        }
+        Request::SyncGroup(request) => groups::sync(broker, version, request).await,
+        Request::Heartbeat(request) => groups::heartbeat(broker, request).await,
+        Request::LeaveGroup(request) => groups::leave(broker, version, request).await,
+        Request::OffsetCommit(request) => groups::commit(broker, request).await,
+        Request::OffsetFetch(request) => groups::fetch(broker, version, request).await,
+        Request::OffsetDelete(request) => groups::delete_offsets(broker, request).await,
+        Request::ListGroups(request) => groups::list(broker, version, request).await,
+        Request::DescribeGroups(request) => groups::describe(broker, version, request).await,
+        Request::DeleteGroups(request) => groups::delete(broker, request).await,
+        // Not advertised until the idempotent producer lands.
+        Request::InitProducerId(_) => return None,
     };
     encoded(encode_response(header.id, &response, false))
 }

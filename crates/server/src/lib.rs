@@ -11,6 +11,8 @@ mod broker;
 pub mod config;
 mod configs;
 mod connection;
+mod coordinator;
+mod groups;
 mod http;
 mod metrics;
 mod partition;
@@ -57,6 +59,8 @@ impl Server {
         let cluster_id = broker::cluster_id(&config.data_dir)?;
         let topics = Topics::open(&config.data_dir).map_err(std::io::Error::other)?;
         let flusher = Flusher::start(config.flush_threads)?;
+        let offsets_partitions =
+            coordinator::resolve_partitions(&config.data_dir, config.offsets_partitions.max(1))?;
         let shards = config.shards.max(1);
         let mut inboxes = Vec::new();
         let mut mailboxes = Vec::new();
@@ -73,6 +77,7 @@ impl Server {
             topics,
             mailboxes,
             flusher,
+            offsets_partitions,
         });
         let (stop, stopped) = watch::channel(false);
         let (close, closed) = watch::channel(false);
@@ -118,6 +123,7 @@ impl Server {
                             .map(|kafka| (kafka, http.as_ref().and_then(|h| h.local_addr().ok())));
                         let _ = ready.send(addrs);
                         let mailbox = tokio::task::spawn_local(partition::run_mailbox(
+                            index,
                             inbox,
                             broker.clone(),
                             closed,

@@ -12,6 +12,7 @@ use weir_kafka::{error_code, list_offsets};
 use weir_log::{Log, LogError, LogOptions};
 
 use crate::broker::Broker;
+use crate::coordinator::{Coordinators, GroupMsg};
 
 /// A request for one partition, sent to the shard that owns it.
 pub(crate) enum ShardMsg {
@@ -56,6 +57,8 @@ pub(crate) enum ShardMsg {
         partition: i32,
         reply: oneshot::Sender<()>,
     },
+    /// A request for a group this shard coordinates.
+    Group(GroupMsg),
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +302,7 @@ impl Partitions {
                 self.open.remove(&(topic_id, partition));
                 let _ = reply.send(());
             }
+            ShardMsg::Group(msg) => msg.unavailable(),
             ShardMsg::ListOffsets {
                 topic,
                 partition,
@@ -413,23 +417,52 @@ impl ListOutcome {
 /// A shard's mailbox loop: serves partition requests until shutdown, then answers what is
 /// still queued and closes its logs cleanly.
 pub(crate) async fn run_mailbox(
+    shard: usize,
     mut inbox: mpsc::Receiver<ShardMsg>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut coordinators = match Coordinators::open(broker.clone(), shard).await {
+        Ok(coordinators) => Some(coordinators),
+        Err(e) => {
+            // Groups coordinated here answer COORDINATOR_NOT_AVAILABLE; partitions still work.
+            eprintln!("weir: shard {shard}: cannot open the offsets logs: {e}");
+            None
+        }
+    };
     let mut partitions = Partitions::new(broker);
     loop {
+        let deadline = coordinators.as_ref().map(Coordinators::next_deadline);
         tokio::select! {
             msg = inbox.recv() => match msg {
+                Some(ShardMsg::Group(msg)) => match coordinators.as_mut() {
+                    Some(c) => c.handle(msg),
+                    None => msg.unavailable(),
+                },
                 Some(msg) => partitions.handle(msg).await,
                 None => break,
             },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if deadline.is_some() => {
+                if let Some(c) = coordinators.as_mut() {
+                    c.tick();
+                }
+            }
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
     inbox.close();
     while let Some(msg) = inbox.recv().await {
-        partitions.handle(msg).await;
+        match msg {
+            ShardMsg::Group(msg) => match coordinators.as_mut() {
+                Some(c) => c.handle(msg),
+                None => msg.unavailable(),
+            },
+            msg => partitions.handle(msg).await,
+        }
+    }
+    if let Some(c) = coordinators {
+        c.close();
     }
     partitions.close_all();
 }

@@ -1,7 +1,9 @@
 //! Real Kafka clients against a real `weir serve`: confluent-kafka (librdkafka), kafka-python
 //! and aiokafka produce keyed records with headers and timestamps and read them back by
 //! assignment (tests/clients/roundtrip.py checks every field and contiguous offsets); kafkajs
-//! creates a topic, produces and lists offsets (tests/clients/kafkajs.js).
+//! creates a topic, produces, lists offsets and reads everything back with a group consumer
+//! (tests/clients/kafkajs.js). Consumer groups with every client, and committed offsets across
+//! broker restarts: tests/clients/groups.py.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -26,6 +28,8 @@ struct Serve {
     child: std::process::Child,
     kafka: String,
     dir: PathBuf,
+    /// Keep the data directory when dropped (a restart follows).
+    keep: bool,
 }
 
 impl Serve {
@@ -38,6 +42,27 @@ impl Serve {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
+        Serve::start_in(dir)
+    }
+
+    /// Stops the broker with `signal` (TERM or KILL) and starts it again on the same data.
+    fn restart(mut self, signal: &str) -> Serve {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        let status = self.child.wait().expect("wait");
+        if signal == "TERM" {
+            assert!(
+                status.success(),
+                "weir serve exited with {status} on SIGTERM"
+            );
+        }
+        self.keep = true;
+        Serve::start_in(self.dir.clone())
+    }
+
+    fn start_in(dir: PathBuf) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args([
                 "serve",
@@ -63,7 +88,12 @@ impl Serve {
         };
         // Keep draining stderr so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Serve { child, kafka, dir }
+        Serve {
+            child,
+            kafka,
+            dir,
+            keep: false,
+        }
     }
 }
 
@@ -71,8 +101,83 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// Runs tests/clients/groups.py in `mode` and checks it printed `expect`; returns its output.
+fn groups(python: &PathBuf, serve: &Serve, args: &[&str], expect: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/groups.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(&serve.kafka)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && stdout.contains(expect),
+        "groups.py {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn confluent_group_members_share_partitions_and_take_over_from_a_killed_one() {
+    let Some(python) = python() else { return };
+    let serve = Serve::start();
+    let out = groups(&python, &serve, &["three-members"], "OK three-members");
+    eprint!("{out}");
+    groups(&python, &serve, &["cooperative"], "OK cooperative");
+}
+
+#[test]
+fn kafka_python_and_aiokafka_group_consumers_consume_and_commit() {
+    let Some(python) = python() else { return };
+    let serve = Serve::start();
+    groups(
+        &python,
+        &serve,
+        &["kafka-python"],
+        "OK kafka-python group 40",
+    );
+    groups(&python, &serve, &["aiokafka"], "OK aiokafka group 40");
+}
+
+#[test]
+fn committed_offsets_survive_sigterm_and_sigkill() {
+    let Some(python) = python() else { return };
+    let serve = Serve::start();
+    groups(
+        &python,
+        &serve,
+        &["commit", "g-restart", "t-restart", "37"],
+        "OK commit",
+    );
+    let serve = serve.restart("TERM");
+    groups(
+        &python,
+        &serve,
+        &["committed", "g-restart", "t-restart", "37"],
+        "OK committed g-restart 37",
+    );
+    // A commit is acknowledged only once it is on disk: SIGKILL right after it loses nothing.
+    groups(
+        &python,
+        &serve,
+        &["commit", "g-restart", "t-restart", "45"],
+        "OK commit",
+    );
+    let serve = serve.restart("KILL");
+    groups(
+        &python,
+        &serve,
+        &["committed", "g-restart", "t-restart", "45"],
+        "OK committed g-restart 45",
+    );
 }
 
 #[test]
