@@ -90,10 +90,9 @@ def run_kafka_python(bootstrap, codec):
 
     topic = f"kafkapython-{codec}-{uuid.uuid4().hex[:8]}"
     want = expected(topic)
-    # kafka-python 3 turns idempotence on by default; InitProducerId arrives with the
-    # idempotent-producer issue.
+    # kafka-python 3 turns idempotence on by default: InitProducerId and sequence numbers.
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=False,
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5,
         compression_type=None if codec == "none" else codec,
     )
     # The first send's metadata request auto-creates the topic with 1 partition.

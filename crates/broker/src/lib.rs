@@ -2,6 +2,7 @@
 //! writer, cheap snapshots for every reader) and which shard owns which partition.
 
 pub mod group;
+pub mod producer;
 pub mod topics;
 
 /// The shard that owns partition `partition` of `topic` among `shards`: a sticky hash (FNV-1a)

@@ -236,6 +236,7 @@ fn error_codes_are_kafkas() {
             error_code::GROUP_SUBSCRIBED_TO_TOPIC,
             ResponseError::GroupSubscribedToTopic,
         ),
+        (error_code::INVALID_RECORD, ResponseError::InvalidRecord),
         (
             error_code::UNSTABLE_OFFSET_COMMIT,
             ResponseError::UnstableOffsetCommit,

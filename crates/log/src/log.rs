@@ -420,6 +420,37 @@ impl Log {
         &self.segments[n.saturating_sub(1)]
     }
 
+    /// Calls `each` with the header of every batch from the one holding `offset` to the log
+    /// end, reading headers only (61 bytes a batch, no CRC check): what rebuilding a
+    /// partition's producer state needs.
+    pub fn scan_headers_from(
+        &self,
+        offset: i64,
+        mut each: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let offset = offset.max(self.log_start_offset);
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        for segment in &self.segments[first..] {
+            if segment.is_empty() || offset >= segment.next_offset {
+                continue;
+            }
+            let mut position = if offset > segment.base_offset {
+                segment.locate(offset)?.0
+            } else {
+                0
+            };
+            while position < segment.len {
+                let header = segment.header_at(position)?;
+                each(&header);
+                position += header.size() as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// The whole batches from the one holding `offset`, up to `max_bytes` (but always the first
     /// batch, however large: KIP-74), as a region of one segment file. Empty at the log end.
     /// Bytes this process has not CRC-checked are checked first.

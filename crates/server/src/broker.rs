@@ -26,6 +26,8 @@ pub(crate) struct Broker {
     pub flusher: Flusher,
     /// Coordinator partitions, as fixed in the data directory.
     pub offsets_partitions: u32,
+    /// InitProducerId's allocator; blocks of ids are stored in `<data_dir>/producer-ids`.
+    pub producer_ids: std::sync::Mutex<weir_broker::producer::ProducerIds>,
 }
 
 impl Broker {

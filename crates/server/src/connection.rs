@@ -22,6 +22,7 @@ use crate::broker::Broker;
 use crate::configs;
 use crate::groups;
 use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
+use crate::producers;
 
 /// Bytes read from the socket at a time while a frame body arrives: memory follows what the
 /// peer actually sent, not the size it declared.
@@ -169,8 +170,7 @@ async fn answer(broker: &Arc<Broker>, peer: &str, frame: &[u8]) -> Option<Option
         Request::ListGroups(request) => groups::list(broker, version, request).await,
         Request::DescribeGroups(request) => groups::describe(broker, version, request).await,
         Request::DeleteGroups(request) => groups::delete(broker, request).await,
-        // Not advertised until the idempotent producer lands.
-        Request::InitProducerId(_) => return None,
+        Request::InitProducerId(request) => producers::init_producer_id(broker, request).await,
     };
     encoded(encode_response(header.id, &response, false))
 }

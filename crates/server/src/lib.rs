@@ -16,6 +16,7 @@ mod groups;
 mod http;
 mod metrics;
 mod partition;
+mod producers;
 mod shard;
 
 use std::net::SocketAddr;
@@ -78,6 +79,9 @@ impl Server {
             mailboxes,
             flusher,
             offsets_partitions,
+            producer_ids: std::sync::Mutex::new(weir_broker::producer::ProducerIds::new(
+                producers::stored_block_end(&config.data_dir)?,
+            )),
         });
         let (stop, stopped) = watch::channel(false);
         let (close, closed) = watch::channel(false);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
+use weir_broker::producer::{self, BatchMeta, ProducerState, SequenceError, Verdict};
 use weir_broker::topics::Topic;
 use weir_kafka::{error_code, list_offsets};
 use weir_log::{Log, LogError, LogOptions};
@@ -89,6 +90,59 @@ pub(crate) struct ListOutcome {
 struct Partition {
     log: Log,
     end: watch::Sender<i64>,
+    /// Idempotent producers writing here: their epochs and last batches.
+    producers: ProducerState,
+    /// Segments when the producer snapshot was last written: a roll writes a new one.
+    snapshot_segments: usize,
+}
+
+/// The producer snapshot in a partition's log directory (weir-log ignores other files).
+const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
+
+/// Rebuilds a partition's producer state: the snapshot, then the batch headers after it (the
+/// whole log when there is no usable snapshot). Blocking (reads the disk).
+fn load_producers(log: &Log) -> Result<ProducerState, LogError> {
+    let path = log.dir().join(PRODUCER_SNAPSHOT);
+    let (from, mut state) = match std::fs::read(&path) {
+        Ok(bytes) => match ProducerState::decode_snapshot(&bytes) {
+            // A snapshot past the log end was taken before a crash cut the log short.
+            Ok((offset, state)) if offset <= log.log_end_offset() => (offset, state),
+            Ok(_) => (log.log_start_offset(), ProducerState::new()),
+            Err(e) => {
+                eprintln!("weir: {}: {e}; rebuilding from the log", path.display());
+                (log.log_start_offset(), ProducerState::new())
+            }
+        },
+        Err(_) => (log.log_start_offset(), ProducerState::new()),
+    };
+    log.scan_headers_from(from, |header| {
+        if header.producer_id >= 0 && !header.is_control() {
+            let batch = BatchMeta {
+                first_seq: header.base_sequence,
+                last_seq: producer::last_seq(header.base_sequence, header.last_offset_delta + 1),
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+            };
+            state.record(
+                header.producer_id,
+                header.producer_epoch,
+                batch,
+                header.max_timestamp,
+            );
+        }
+    })?;
+    Ok(state)
+}
+
+/// Writes the producer snapshot (covering the log below `offset`): temporary file, fsync,
+/// rename. Blocking.
+fn write_producer_snapshot(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{PRODUCER_SNAPSHOT}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT))
 }
 
 /// Kafka's error code for a log error.
@@ -124,13 +178,26 @@ impl Partitions {
         if !self.open.contains_key(&key) {
             let dir = self.broker.topics.partition_dir(topic, index);
             let options = LogOptions::new(topic.config.clone(), self.broker.flusher.clone());
-            let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
-                .await
-                .map_err(|e| LogError::Failed {
-                    cause: format!("opening the log panicked: {e}"),
-                })??;
+            let (log, producers) = tokio::task::spawn_blocking(move || {
+                let log = Log::open(&dir, options)?;
+                let producers = load_producers(&log)?;
+                Ok::<_, LogError>((log, producers))
+            })
+            .await
+            .map_err(|e| LogError::Failed {
+                cause: format!("opening the log panicked: {e}"),
+            })??;
             let (end, _) = watch::channel(log.log_end_offset());
-            self.open.insert(key, Partition { log, end });
+            let snapshot_segments = log.segment_count();
+            self.open.insert(
+                key,
+                Partition {
+                    log,
+                    end,
+                    producers,
+                    snapshot_segments,
+                },
+            );
         }
         Ok(self.open.get_mut(&key).expect("just inserted"))
     }
@@ -151,7 +218,7 @@ impl Partitions {
             ShardMsg::Produce {
                 topic,
                 partition,
-                mut records,
+                records,
                 wait_durable,
                 reply,
             } => {
@@ -166,32 +233,7 @@ impl Partitions {
                         return;
                     }
                 };
-                match p.log.append(&mut records) {
-                    Err(e) => {
-                        let _ = reply.send(ProduceOutcome::failed(&e));
-                    }
-                    Ok(appended) => {
-                        p.end.send_replace(p.log.log_end_offset());
-                        let outcome = ProduceOutcome {
-                            error_code: error_code::NONE,
-                            base_offset: appended.base_offset,
-                            records: (appended.last_offset - appended.base_offset + 1) as u64,
-                            log_start_offset: p.log.log_start_offset(),
-                            message: None,
-                        };
-                        if wait_durable && !appended.durable.is_ready() {
-                            tokio::task::spawn_local(async move {
-                                let outcome = match appended.durable.await {
-                                    Ok(()) => outcome,
-                                    Err(e) => ProduceOutcome::failed(&e),
-                                };
-                                let _ = reply.send(outcome);
-                            });
-                        } else {
-                            let _ = reply.send(outcome);
-                        }
-                    }
-                }
+                produce(p, records, wait_durable, reply);
             }
             ShardMsg::Fetch {
                 topic,
@@ -322,15 +364,159 @@ impl Partitions {
         }
     }
 
-    /// Clean shutdown of every open log: index tails written, checkpoints made.
+    /// Clean shutdown of every open log: producer snapshots and index tails written,
+    /// checkpoints made.
     pub fn close_all(&mut self) {
         for (_, partition) in self.open.drain() {
             let dir = partition.log.dir().to_path_buf();
+            let snapshot = partition
+                .producers
+                .encode_snapshot(partition.log.log_end_offset());
+            if let Err(e) = write_producer_snapshot(&dir, &snapshot) {
+                eprintln!(
+                    "weir: writing the producer snapshot in {}: {e}",
+                    dir.display()
+                );
+            }
             if let Err(e) = partition.log.close() {
                 eprintln!("weir: closing {}: {e}", dir.display());
             }
         }
     }
+}
+
+/// Appends a Produce's records for one partition. Batches of an idempotent producer are
+/// checked against its sequence first: a retry is answered with the original offsets, a gap or
+/// an old epoch is refused.
+fn produce(
+    p: &mut Partition,
+    mut records: Vec<u8>,
+    wait_durable: bool,
+    reply: oneshot::Sender<ProduceOutcome>,
+) {
+    // The header alone says whether the producer is idempotent; only then is the batch
+    // checked in full here (the append checks every batch anyway), so a corrupt retry is never
+    // answered as a duplicate.
+    let idempotent = match weir_log::batch::BatchHeader::decode(&records) {
+        Ok(header) if header.producer_id >= 0 && !header.is_control() => {
+            weir_log::batch::validate(&records).ok()
+        }
+        _ => None,
+    };
+    if let Some(header) = &idempotent {
+        if header.size() != records.len() {
+            let _ = reply.send(ProduceOutcome::error(error_code::INVALID_RECORD));
+            return;
+        }
+        let first = header.base_sequence;
+        let last = producer::last_seq(first, header.last_offset_delta + 1);
+        match p
+            .producers
+            .check(header.producer_id, header.producer_epoch, first, last)
+        {
+            Err(SequenceError::StaleEpoch { .. }) => {
+                let _ = reply.send(ProduceOutcome::error(error_code::INVALID_PRODUCER_EPOCH));
+                return;
+            }
+            Err(SequenceError::OutOfOrder { .. }) => {
+                let _ = reply.send(ProduceOutcome::error(
+                    error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                ));
+                return;
+            }
+            Ok(Verdict::Duplicate(done)) => {
+                let outcome = ProduceOutcome {
+                    error_code: error_code::NONE,
+                    base_offset: done.base_offset,
+                    records: 0,
+                    log_start_offset: p.log.log_start_offset(),
+                    message: None,
+                };
+                // The first attempt may still be waiting for its fdatasync.
+                let durable = if wait_durable {
+                    p.log.sync()
+                } else {
+                    weir_log::Durable::ready()
+                };
+                reply_when_durable(durable, outcome, reply);
+                return;
+            }
+            Ok(Verdict::Append) => {}
+        }
+    }
+    match p.log.append(&mut records) {
+        Err(e) => {
+            let _ = reply.send(ProduceOutcome::failed(&e));
+        }
+        Ok(appended) => {
+            p.end.send_replace(p.log.log_end_offset());
+            if let Some(header) = idempotent {
+                let batch = BatchMeta {
+                    first_seq: header.base_sequence,
+                    last_seq: producer::last_seq(
+                        header.base_sequence,
+                        header.last_offset_delta + 1,
+                    ),
+                    base_offset: appended.base_offset,
+                    last_offset: appended.last_offset,
+                };
+                p.producers.record(
+                    header.producer_id,
+                    header.producer_epoch,
+                    batch,
+                    header.max_timestamp,
+                );
+            }
+            if p.log.segment_count() != p.snapshot_segments {
+                // A roll: snapshot the producers, so a restart reads only the newer segments.
+                p.snapshot_segments = p.log.segment_count();
+                let bytes = p.producers.encode_snapshot(p.log.log_end_offset());
+                let dir = p.log.dir().to_path_buf();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = write_producer_snapshot(&dir, &bytes) {
+                        eprintln!(
+                            "weir: writing the producer snapshot in {}: {e}",
+                            dir.display()
+                        );
+                    }
+                });
+            }
+            let outcome = ProduceOutcome {
+                error_code: error_code::NONE,
+                base_offset: appended.base_offset,
+                records: (appended.last_offset - appended.base_offset + 1) as u64,
+                log_start_offset: p.log.log_start_offset(),
+                message: None,
+            };
+            let durable = if wait_durable {
+                appended.durable
+            } else {
+                weir_log::Durable::ready()
+            };
+            reply_when_durable(durable, outcome, reply);
+        }
+    }
+}
+
+fn reply_when_durable(
+    durable: weir_log::Durable,
+    outcome: ProduceOutcome,
+    reply: oneshot::Sender<ProduceOutcome>,
+) {
+    if durable.is_ready() {
+        let _ = reply.send(match durable.wait() {
+            Ok(()) => outcome,
+            Err(e) => ProduceOutcome::failed(&e),
+        });
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        let outcome = match durable.await {
+            Ok(()) => outcome,
+            Err(e) => ProduceOutcome::failed(&e),
+        };
+        let _ = reply.send(outcome);
+    });
 }
 
 fn list(log: &Log, timestamp: i64) -> ListOutcome {

@@ -26,6 +26,12 @@ struct FileConfig {
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    offsets_partitions: Option<u32>,
+    offsets_retention_minutes: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<u64>,
+    group_max_session_timeout_ms: Option<u64>,
+    group_max_size: Option<usize>,
 }
 
 /// One setting from one source, applied in precedence order.
@@ -59,6 +65,39 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
         "shutdown_grace_ms" => {
             config.shutdown_grace =
                 Duration::from_millis(value.parse().map_err(|_| bad("not a number"))?)
+        }
+        "offsets_partitions" => {
+            let n: u32 = value.parse().map_err(|_| bad("not a number"))?;
+            if !(1..=1000).contains(&n) {
+                return Err(bad("must be between 1 and 1000"));
+            }
+            config.offsets_partitions = n;
+        }
+        "offsets_retention_minutes" => {
+            let minutes: i64 = value.parse().map_err(|_| bad("not a number"))?;
+            if minutes < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            config.groups.offsets_retention_ms = minutes.saturating_mul(60_000);
+        }
+        "group_initial_rebalance_delay_ms" => {
+            config.groups.coordination.initial_rebalance_delay_ms =
+                value.parse().map_err(|_| bad("not a number"))?
+        }
+        "group_min_session_timeout_ms" => {
+            config.groups.coordination.session_timeout_ms_min =
+                value.parse().map_err(|_| bad("not a number"))?
+        }
+        "group_max_session_timeout_ms" => {
+            config.groups.coordination.session_timeout_ms_max =
+                value.parse().map_err(|_| bad("not a number"))?
+        }
+        "group_max_size" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            config.groups.coordination.members_max = n;
         }
         _ => return Err(format!("{source}: unknown setting {key:?}")),
     }
@@ -136,6 +175,32 @@ pub fn resolve(
                 "shutdown_grace_ms",
                 parsed.shutdown_grace_ms.map(|n| n.to_string()),
             ),
+            (
+                "offsets_partitions",
+                parsed.offsets_partitions.map(|n| n.to_string()),
+            ),
+            (
+                "offsets_retention_minutes",
+                parsed.offsets_retention_minutes.map(|n| n.to_string()),
+            ),
+            (
+                "group_initial_rebalance_delay_ms",
+                parsed
+                    .group_initial_rebalance_delay_ms
+                    .map(|n| n.to_string()),
+            ),
+            (
+                "group_min_session_timeout_ms",
+                parsed.group_min_session_timeout_ms.map(|n| n.to_string()),
+            ),
+            (
+                "group_max_session_timeout_ms",
+                parsed.group_max_session_timeout_ms.map(|n| n.to_string()),
+            ),
+            (
+                "group_max_size",
+                parsed.group_max_size.map(|n| n.to_string()),
+            ),
         ];
         for (key, value) in entries {
             if let Some(value) = value {
@@ -209,7 +274,10 @@ mod tests {
         let file = dir.join("weir.toml");
         std::fs::write(
             &file,
-            "data_dir = \"from-file\"\nshards = 3\nhttp_listen = \"127.0.0.1:7001\"\nkafka_listen = \"127.0.0.1:7002\"\n",
+            "data_dir = \"from-file\"\nshards = 3\nhttp_listen = \"127.0.0.1:7001\"\nkafka_listen = \"127.0.0.1:7002\"\n\
+             offsets_partitions = 4\noffsets_retention_minutes = 2\n\
+             group_initial_rebalance_delay_ms = 0\ngroup_min_session_timeout_ms = 1000\n\
+             group_max_session_timeout_ms = 9000\ngroup_max_size = 7\n",
         )
         .expect("write");
         let env = |var: &str| match var {
@@ -227,6 +295,15 @@ mod tests {
         assert_eq!(config.kafka_listen.port(), 7002, "file beats default");
         assert_eq!(config.data_dir, PathBuf::from("from-file"));
         assert_eq!(config.advertised_listener, None);
+        assert_eq!(config.offsets_partitions, 4);
+        assert_eq!(config.groups.offsets_retention_ms, 120_000);
+        let groups = &config.groups.coordination;
+        assert_eq!(groups.initial_rebalance_delay_ms, 0);
+        assert_eq!(
+            (groups.session_timeout_ms_min, groups.session_timeout_ms_max),
+            (1000, 9000)
+        );
+        assert_eq!(groups.members_max, 7);
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);
         assert_eq!(defaults.http_listen.port(), 9080);

@@ -42,7 +42,7 @@ impl Serve {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        Serve::start_in(dir)
+        Serve::start_in(dir, &[])
     }
 
     /// Stops the broker with `signal` (TERM or KILL) and starts it again on the same data.
@@ -59,10 +59,10 @@ impl Serve {
             );
         }
         self.keep = true;
-        Serve::start_in(self.dir.clone())
+        Serve::start_in(self.dir.clone(), &[])
     }
 
-    fn start_in(dir: PathBuf) -> Serve {
+    fn start_in(dir: PathBuf, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args([
                 "serve",
@@ -73,6 +73,7 @@ impl Serve {
             ])
             .arg("--data-dir")
             .arg(&dir)
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn weir serve");
@@ -252,4 +253,32 @@ fn kafkajs_creates_produces_and_lists_offsets() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn idempotent_producer_delivers_exactly_once_through_a_faulty_proxy() {
+    let Some(python) = python() else { return };
+    // The broker advertises the proxy's port, so every client connection goes through it.
+    let proxy_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("weir-clients-eos-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let advertised = format!("127.0.0.1:{proxy_port}");
+    let serve = Serve::start_in(dir, &["--advertised-listener", &advertised]);
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/exactly_once.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([&proxy_port.to_string(), serve.kafka.as_str(), "200000"])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK exactly-once 200000 records"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{stdout}");
 }

@@ -113,6 +113,13 @@ impl Weir {
         (status, lines)
     }
 
+    /// SIGKILL; returns the data directory for a restart.
+    fn kill_keep(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self._dir, TempDir(std::path::PathBuf::new()))
+    }
+
     fn terminate_keep(mut self) -> (std::process::ExitStatus, Vec<String>, TempDir) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -1083,4 +1090,110 @@ fn a_wildcard_listener_needs_an_advertised_one() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("advertised_listener"), "{stderr}");
+}
+
+/// InitProducerId v4: (error code, producer id, epoch).
+fn init_producer_id(stream: &mut TcpStream, id: i64, epoch: i16) -> (i16, i64, i16) {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(id))
+        .with_producer_epoch(epoch);
+    let frame = request_frame(ApiKey::InitProducerId, 4, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::InitProducerId, 4);
+    let response = InitProducerIdResponse::decode(&mut body, 4).expect("InitProducerId");
+    (
+        response.error_code,
+        response.producer_id.0,
+        response.producer_epoch,
+    )
+}
+
+fn idempotent_batch(producer: i64, epoch: i16, sequence: i32, records: i32) -> Bytes {
+    let mut builder = weir_log::batch::build::BatchBuilder::new(1_800_000_000_000);
+    for r in 0..records {
+        builder.push(
+            Some(b"k"),
+            Some(format!("{producer}/{epoch}/{}", sequence + r).as_bytes()),
+            1_800_000_000_000,
+        );
+    }
+    Bytes::from(builder.producer(producer, epoch, sequence).build())
+}
+
+#[test]
+fn idempotent_producers_are_deduplicated_sequenced_and_fenced_across_restarts() {
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 7, "idem", 1, 1, &[], false).error_code,
+        0
+    );
+    let (code, pid, epoch) = init_producer_id(&mut s, -1, -1);
+    assert_eq!((code, epoch), (0, 0));
+    let produce_at = |s: &mut TcpStream, epoch, seq, n| {
+        let r = produce(s, "idem", 0, idempotent_batch(pid, epoch, seq, n), -1);
+        (r.error_code, r.base_offset)
+    };
+    assert_eq!(produce_at(&mut s, 0, 0, 3), (0, 0));
+    // A retry is answered with the original offset and not written again.
+    assert_eq!(produce_at(&mut s, 0, 0, 3), (0, 0));
+    assert_eq!(produce_at(&mut s, 0, 3, 3), (0, 3));
+    assert_eq!(produce_at(&mut s, 0, 0, 3), (0, 0));
+    // A gap is refused.
+    assert_eq!(
+        produce_at(&mut s, 0, 10, 1).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    // KIP-360: the epoch is bumped, sequences start again, the old epoch is fenced.
+    let (code, same, bumped) = init_producer_id(&mut s, pid, 0);
+    assert_eq!((code, same, bumped), (0, pid, 1));
+    assert_eq!(produce_at(&mut s, 1, 0, 2), (0, 6));
+    assert_eq!(produce_at(&mut s, 0, 6, 1).0, 47, "INVALID_PRODUCER_EPOCH");
+    let records = fetch_all(&mut s, "idem");
+    let count: i64 = weir_log::batch::Batches::new(&records)
+        .map(|b| i64::from(b.expect("valid").1.record_count))
+        .sum();
+    assert_eq!(count, 8, "every batch once");
+
+    // SIGKILL: no snapshot from a clean shutdown; the state comes back from the log.
+    let dir = weir.kill_keep();
+    let weir = Weir::start_in(dir, &[]);
+    let mut s = weir.connect();
+    assert_eq!(produce_at(&mut s, 1, 0, 2), (0, 6), "retry after a crash");
+    assert_eq!(produce_at(&mut s, 0, 6, 1).0, 47);
+    assert_eq!(produce_at(&mut s, 1, 2, 1), (0, 8));
+    let (code, pid2, _) = init_producer_id(&mut s, -1, -1);
+    assert_eq!(code, 0);
+    assert!(
+        pid2 > pid,
+        "producer ids are never reused ({pid2} after {pid})"
+    );
+
+    // SIGTERM writes a snapshot; the restart starts from it.
+    let (status, _, dir) = weir.terminate_keep();
+    assert!(status.success());
+    let snapshots = std::fs::read_dir(dir.0.join("partitions"))
+        .expect("partitions")
+        .flat_map(|topic| std::fs::read_dir(topic.expect("entry").path()).expect("topic dir"))
+        .filter(|p| {
+            p.as_ref()
+                .expect("entry")
+                .path()
+                .join("producer.snapshot")
+                .exists()
+        })
+        .count();
+    assert_eq!(snapshots, 1);
+    let weir = Weir::start_in(dir, &[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        produce_at(&mut s, 1, 2, 1),
+        (0, 8),
+        "retry after a clean restart"
+    );
+    assert_eq!(produce_at(&mut s, 1, 3, 1), (0, 9));
+    assert_eq!(produce_at(&mut s, 1, 5, 1).0, 45);
 }
