@@ -520,19 +520,25 @@ fn reply_when_durable(
 }
 
 fn list(log: &Log, timestamp: i64) -> ListOutcome {
-    let by_time = |hit: Result<Option<weir_log::TimestampHit>, LogError>| match hit {
-        Ok(Some(hit)) => ListOutcome {
-            error_code: error_code::NONE,
-            timestamp: hit.max_timestamp,
-            offset: hit.base_offset.max(log.log_start_offset()),
-        },
-        Ok(None) => ListOutcome {
-            error_code: error_code::NONE,
-            timestamp: -1,
-            offset: -1,
-        },
-        Err(e) => ListOutcome::failed(&e),
-    };
+    // By time, and max timestamp: the batch is found through the index, then the record in it.
+    let by_time =
+        |hit: Result<Option<weir_log::TimestampHit>, LogError>, target: Option<i64>| match hit {
+            Ok(Some(hit)) => {
+                let (offset, timestamp) =
+                    exact_record(log, hit, target.unwrap_or(hit.max_timestamp));
+                ListOutcome {
+                    error_code: error_code::NONE,
+                    timestamp,
+                    offset,
+                }
+            }
+            Ok(None) => ListOutcome {
+                error_code: error_code::NONE,
+                timestamp: -1,
+                offset: -1,
+            },
+            Err(e) => ListOutcome::failed(&e),
+        };
     let found = |offset| ListOutcome {
         error_code: error_code::NONE,
         timestamp: -1,
@@ -541,11 +547,44 @@ fn list(log: &Log, timestamp: i64) -> ListOutcome {
     match timestamp {
         list_offsets::LATEST => found(log.log_end_offset()),
         list_offsets::EARLIEST => found(log.log_start_offset()),
-        list_offsets::MAX_TIMESTAMP => by_time(log.max_timestamp()),
-        // By time: the first batch holding a record at or after it (record-exact lookup inside
-        // a batch arrives with record decoding).
-        _ => by_time(log.find_timestamp(timestamp)),
+        list_offsets::MAX_TIMESTAMP => by_time(log.max_timestamp(), None),
+        _ => by_time(log.find_timestamp(timestamp), Some(timestamp)),
     }
+}
+
+/// The first record of the batch `hit` whose timestamp is at or after `target`: (offset,
+/// timestamp). Records of compressed batches are not decoded here, nor needed for batches
+/// stamped with the log append time (every record has the batch's time): the batch's first
+/// offset then stands for it.
+fn exact_record(log: &Log, hit: weir_log::TimestampHit, target: i64) -> (i64, i64) {
+    let start = log.log_start_offset();
+    let batch_answer = (hit.base_offset.max(start), hit.max_timestamp);
+    let Ok(copy) = log.read_copy(hit.base_offset.max(start), 1) else {
+        return batch_answer;
+    };
+    let Ok(header) = weir_log::batch::BatchHeader::decode(&copy.bytes) else {
+        return batch_answer;
+    };
+    let log_append_time = header.attributes & 0x08 != 0;
+    if log_append_time || header.base_offset != hit.base_offset {
+        return batch_answer;
+    }
+    let Ok(records) = weir_log::batch::records::records(&copy.bytes) else {
+        return batch_answer;
+    };
+    for record in records {
+        let Ok(record) = record else {
+            return batch_answer;
+        };
+        let offset = header.base_offset + i64::from(record.offset_delta);
+        let timestamp = header
+            .first_timestamp
+            .saturating_add(record.timestamp_delta);
+        if offset >= start && timestamp >= target {
+            return (offset, timestamp);
+        }
+    }
+    batch_answer
 }
 
 impl ProduceOutcome {

@@ -1197,3 +1197,65 @@ fn idempotent_producers_are_deduplicated_sequenced_and_fenced_across_restarts() 
     assert_eq!(produce_at(&mut s, 1, 3, 1), (0, 9));
     assert_eq!(produce_at(&mut s, 1, 5, 1).0, 45);
 }
+
+/// ListOffsets v7 for partition 0 of `topic`: (error code, timestamp, offset).
+fn list_offset(stream: &mut TcpStream, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+    let frame = request_frame(ApiKey::ListOffsets, 7, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::ListOffsets, 7);
+    let response = ListOffsetsResponse::decode(&mut body, 7).expect("ListOffsets");
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.timestamp, p.offset)
+}
+
+#[test]
+fn list_offsets_finds_the_exact_record_by_time_and_the_max_timestamp() {
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 7, "times", 1, 1, &[], false).error_code,
+        0
+    );
+    let t = 1_800_000_000_000i64;
+    // Two batches; timestamps inside a batch need not be ordered (max is at offset 4).
+    for stamps in [[t, t + 10, t + 20], [t + 30, t + 90, t + 40]] {
+        let mut builder = weir_log::batch::build::BatchBuilder::new(stamps[0]);
+        for (i, stamp) in stamps.iter().enumerate() {
+            builder.push(Some(b"k"), Some(format!("v{i}").as_bytes()), *stamp);
+        }
+        let r = produce(&mut s, "times", 0, Bytes::from(builder.build()), -1);
+        assert_eq!(r.error_code, 0);
+    }
+    assert_eq!(list_offset(&mut s, "times", -2), (0, -1, 0), "earliest");
+    assert_eq!(list_offset(&mut s, "times", -1), (0, -1, 6), "latest");
+    assert_eq!(list_offset(&mut s, "times", t), (0, t, 0));
+    assert_eq!(
+        list_offset(&mut s, "times", t + 5),
+        (0, t + 10, 1),
+        "inside a batch"
+    );
+    assert_eq!(
+        list_offset(&mut s, "times", t + 21),
+        (0, t + 30, 3),
+        "next batch"
+    );
+    assert_eq!(list_offset(&mut s, "times", t + 35), (0, t + 90, 4));
+    assert_eq!(
+        list_offset(&mut s, "times", t + 91),
+        (0, -1, -1),
+        "after the newest"
+    );
+    assert_eq!(
+        list_offset(&mut s, "times", -3),
+        (0, t + 90, 4),
+        "max timestamp"
+    );
+}
