@@ -14,8 +14,11 @@ modes (each prints "OK <mode> ..." on success and exits non-zero on failure):
                       creates TOPIC (50 records) if needed; commits OFFSET for GROUP on TOPIC/0.
   committed GROUP TOPIC OFFSET
                       checks that GROUP's committed offset on TOPIC/0 is OFFSET.
+  admin               confluent AdminClient: list and describe groups, list committed
+                      offsets, delete a group; kafka-python: OffsetDelete.
   rebalance-time N    N members; one leaves; prints how long until the rest own every partition.
-  commit-rate SECONDS synchronous commits from one consumer for SECONDS; prints commits/s.
+  commit-rate SECONDS [N]
+                      synchronous commits from N committers (1) for SECONDS; prints commits/s.
   member ...          (internal) one consumer process of three-members / cooperative.
 """
 
@@ -167,6 +170,16 @@ def three_members():
     for m in members:
         if len(m.assignment) != 2:
             fail(f"{m.name} owns {sorted(m.assignment)}")
+    admin = AdminClient({"bootstrap.servers": BOOT})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    if str(described.state) != "ConsumerGroupState.STABLE" or len(described.members) != 3:
+        fail(f"described as {described.state} with {len(described.members)} members")
+    owned = sorted(tp.partition for mem in described.members for tp in mem.assignment.topic_partitions)
+    if owned != list(range(partitions)):
+        fail(f"DescribeGroups shows partitions {owned}")
+    listed = admin.list_consumer_groups().result(timeout=10).valid
+    if group not in {g.group_id for g in listed}:
+        fail(f"ListGroups does not show {group}: {[g.group_id for g in listed]}")
     victim, survivors = members[0], members[1:]
     moved = set(victim.assignment)
     killed_at = time.time()
@@ -305,6 +318,46 @@ def committed():
     print(f"OK committed {group} {found}", flush=True)
 
 
+def admin():
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    topic, group = "groups-admin", "g-admin"
+    create_topic(topic, 3)
+    c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": group})
+    c.commit(offsets=[ck.TopicPartition(topic, p, 10 + p) for p in range(3)], asynchronous=False)
+    c.close()
+    a = AdminClient({"bootstrap.servers": BOOT})
+
+    def committed():
+        request = [ConsumerGroupTopicPartitions(group)]
+        result = a.list_consumer_group_offsets(request)[group].result(timeout=10)
+        return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+    if committed() != {0: 10, 1: 11, 2: 12}:
+        fail(f"committed {committed()}")
+    # OffsetDelete: confluent-kafka's AdminClient has no call for it; kafka-python's has.
+    import kafka
+    from kafka.admin import KafkaAdminClient
+
+    kp = KafkaAdminClient(bootstrap_servers=BOOT)
+    deleted = kp.delete_group_offsets(group, [kafka.TopicPartition(topic, 1)])
+    kp.close()
+    if [e.__name__ for e in deleted.values()] != ["NoError"]:
+        fail(f"OffsetDelete answered {deleted}")
+    if committed() != {0: 10, 2: 12}:
+        fail(f"after OffsetDelete: {committed()}")
+    described = a.describe_consumer_groups([group])[group].result(timeout=10)
+    if str(described.state) != "ConsumerGroupState.EMPTY":
+        fail(f"a group with offsets only is {described.state}")
+    a.delete_consumer_groups([group])[group].result(timeout=10)
+    if committed():
+        fail(f"after DeleteGroups: {committed()}")
+    listed = {g.group_id for g in a.list_consumer_groups().result(timeout=10).valid}
+    if group in listed:
+        fail(f"deleted group still listed: {listed}")
+    print("OK admin", flush=True)
+
+
 def rebalance_time():
     n = int(ARGS[0])
     topic, group, partitions = "groups-rebalance", "g-rebalance", 2 * n
@@ -321,21 +374,38 @@ def rebalance_time():
     print(f"OK rebalance-time {n} members {1000 * (settled - left_at):.0f} ms", flush=True)
 
 
-def commit_rate():
-    seconds = float(ARGS[0])
-    topic, group = "groups-commit-rate", "g-commit-rate"
-    create_topic(topic, 1)
+def commit_loop(args):
+    seconds, group, topic = args
     c = ck.Consumer({"bootstrap.servers": BOOT, "group.id": group})
     n = 0
     start = time.time()
     while time.time() - start < seconds:
         c.commit(offsets=[ck.TopicPartition(topic, 0, n)], asynchronous=False)
         n += 1
-    elapsed = time.time() - start
     c.close()
-    if committed_offset(group, topic) != n - 1:
-        fail("the last commit is not the committed offset")
-    print(f"OK commit-rate {n / elapsed:.0f} commits/s ({n} in {elapsed:.1f}s)", flush=True)
+    return n, time.time() - start
+
+
+def commit_rate():
+    import multiprocessing
+
+    seconds = float(ARGS[0])
+    procs = int(ARGS[1]) if len(ARGS) > 1 else 1
+    topic = "groups-commit-rate"
+    create_topic(topic, 1)
+    jobs = [(seconds, f"g-commit-rate-{i}", topic) for i in range(procs)]
+    with multiprocessing.Pool(procs) as pool:
+        results = pool.map(commit_loop, jobs)
+    total = sum(n for n, _ in results)
+    elapsed = max(t for _, t in results)
+    for (n, _), (_, group, _) in zip(results, jobs):
+        if committed_offset(group, topic) != n - 1:
+            fail(f"{group}: the last commit is not the committed offset")
+    print(
+        f"OK commit-rate {total / elapsed:.0f} commits/s from {procs} committers "
+        f"({total} in {elapsed:.1f}s)",
+        flush=True,
+    )
 
 
 MODES = {
@@ -346,6 +416,7 @@ MODES = {
     "aiokafka": aiokafka_group,
     "commit": commit,
     "committed": committed,
+    "admin": admin,
     "rebalance-time": rebalance_time,
     "commit-rate": commit_rate,
 }

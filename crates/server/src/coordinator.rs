@@ -351,6 +351,10 @@ impl Coordinators {
                     group.tick(now, &mut out);
                 }
             }
+            let store = &partition.store;
+            partition
+                .groups
+                .retain(|id, g| !g.is_empty() || store.has_group(id));
             finish_compaction(partition);
         }
         self.deliver(out);
@@ -415,6 +419,8 @@ impl Coordinators {
                     Some(g) => g.join(now, token, request, &mut out),
                     None => out.push(Effect::Join(token, not_here_join())),
                 }
+                // A refused first join leaves nothing behind.
+                self.forget_if_unused(&group);
             }
             GroupMsg::Sync {
                 group,
@@ -422,9 +428,15 @@ impl Coordinators {
                 reply,
             } => {
                 let token = self.token(Waiter::Sync(reply));
-                match self.group(&group) {
+                match self.existing(&group) {
                     Some(g) => g.sync(now, token, request, &mut out),
-                    None => out.push(Effect::Sync(token, SyncResponse::default())),
+                    None => out.push(Effect::Sync(
+                        token,
+                        SyncResponse {
+                            error: Some(GroupError::UnknownMemberId),
+                            ..SyncResponse::default()
+                        },
+                    )),
                 }
             }
             GroupMsg::Heartbeat {
@@ -487,6 +499,17 @@ impl Coordinators {
             GroupMsg::Delete { group, reply } => self.delete_group(&group, reply),
         }
         self.deliver(out);
+    }
+
+    /// Drops a group with no members, no pending member ids and no committed offsets: group
+    /// ids a peer makes up do not accumulate.
+    fn forget_if_unused(&mut self, id: &str) {
+        if let Some(partition) = self.partition(id) {
+            let unused = partition.groups.get(id).is_some_and(|g| g.is_empty());
+            if unused && !partition.store.has_group(id) {
+                partition.groups.remove(id);
+            }
+        }
     }
 
     /// The group if it has members or offsets (no empty group is created by asking).
@@ -799,36 +822,10 @@ impl Coordinators {
     /// offsets.retention.minutes: the offsets of a group without members go once they are
     /// older than the retention (counted from the commit).
     fn expire_offsets(&mut self) {
-        let retention = self.broker.config.groups.offsets_retention_ms;
         let now = wall_clock_ms();
-        let cutoff = now.saturating_sub(retention);
+        let cutoff = now.saturating_sub(self.broker.config.groups.offsets_retention_ms);
         for partition in self.partitions.values_mut() {
-            let mut batch = BatchBuilder::new(now);
-            let mut expired = Vec::new();
-            let groups: Vec<String> = partition.store.groups().cloned().collect();
-            for id in groups {
-                if partition.groups.get(&id).is_some_and(|g| !g.is_empty()) {
-                    continue;
-                }
-                for (topic, p) in partition.store.older_than(&id, cutoff) {
-                    batch.push(Some(&offsets::encode_key(&id, &topic, p)), None, now);
-                    expired.push((id.clone(), topic, p));
-                }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            match partition.log.append(&mut batch.build()) {
-                Ok(_) => {
-                    for (id, topic, p) in expired {
-                        partition.store.apply(&id, &topic, p, None);
-                    }
-                    partition
-                        .groups
-                        .retain(|id, g| !g.is_empty() || partition.store.has_group(id));
-                }
-                Err(e) => eprintln!("weir: expiring committed offsets: {e}"),
-            }
+            expire_partition(partition, cutoff, now);
         }
     }
 
@@ -892,6 +889,38 @@ fn answer_when_durable(
         };
         let _ = reply.send(answer);
     });
+}
+
+/// Deletes (with tombstones in the log) the offsets committed before `cutoff` by groups that
+/// have no members; forgets such groups once they have no offsets left.
+fn expire_partition(partition: &mut Partition, cutoff: i64, now: i64) {
+    let mut batch = BatchBuilder::new(now);
+    let mut expired = Vec::new();
+    let groups: Vec<String> = partition.store.groups().cloned().collect();
+    for id in groups {
+        if partition.groups.get(&id).is_some_and(|g| !g.is_empty()) {
+            continue;
+        }
+        for (topic, p) in partition.store.older_than(&id, cutoff) {
+            batch.push(Some(&offsets::encode_key(&id, &topic, p)), None, now);
+            expired.push((id.clone(), topic, p));
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    match partition.log.append(&mut batch.build()) {
+        Ok(_) => {
+            for (id, topic, p) in expired {
+                partition.store.apply(&id, &topic, p, None);
+            }
+            let store = &partition.store;
+            partition
+                .groups
+                .retain(|id, g| !g.is_empty() || store.has_group(id));
+        }
+        Err(e) => eprintln!("weir: expiring committed offsets: {e}"),
+    }
 }
 
 /// Rebuilds the committed-offset table from a partition's offsets log.
@@ -1060,6 +1089,50 @@ mod tests {
         partition.log.append(&mut batch.build()).expect("append");
         partition.store.apply(group, topic, p, Some(committed));
         maybe_compact(partition);
+    }
+
+    #[test]
+    fn old_offsets_of_groups_without_members_expire_and_stay_expired_after_replay() {
+        let dir = temp_dir("expire");
+        let flusher = weir_log::Flusher::start(1).expect("flusher");
+        let options = LogOptions::new(offsets_log_config(), flusher.clone());
+        let mut partition = Partition {
+            log: Log::open(&dir, options.clone()).expect("open"),
+            store: OffsetStore::new(),
+            groups: HashMap::new(),
+            compacting: None,
+        };
+        for group in ["idle", "busy"] {
+            commit(&mut partition, group, "orders", 0, 5);
+        }
+        // "busy" has a member: its offsets stay however old they are.
+        let mut busy = Group::new("busy", weir_broker::group::GroupConfig::default(), 1);
+        let join = JoinRequest {
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Vec::new())],
+            require_known_member_id: false,
+        };
+        busy.join(0, 1, join, &mut Vec::new());
+        partition.groups.insert("busy".into(), busy);
+        let now = wall_clock_ms();
+        expire_partition(&mut partition, now - 60_000, now);
+        assert!(partition.store.has_group("idle"), "not old enough yet");
+        expire_partition(&mut partition, now + 1, now);
+        assert!(!partition.store.has_group("idle"));
+        assert!(partition.store.has_group("busy"));
+        partition.log.close().expect("close");
+        let log = Log::open(&dir, options).expect("reopen");
+        let replayed = replay(&log).expect("replay");
+        assert!(!replayed.has_group("idle"), "the expiry is durable");
+        assert_eq!(replayed.get("busy", "orders", 0).map(|c| c.offset), Some(5));
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

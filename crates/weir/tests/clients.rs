@@ -149,6 +149,13 @@ fn kafka_python_and_aiokafka_group_consumers_consume_and_commit() {
 }
 
 #[test]
+fn group_admin_lists_describes_and_deletes_groups_and_offsets() {
+    let Some(python) = python() else { return };
+    let serve = Serve::start();
+    groups(&python, &serve, &["admin"], "OK admin");
+}
+
+#[test]
 fn committed_offsets_survive_sigterm_and_sigkill() {
     let Some(python) = python() else { return };
     let serve = Serve::start();
