@@ -360,7 +360,7 @@ def admin():
 
 def rebalance_time():
     n = int(ARGS[0])
-    topic, group, partitions = "groups-rebalance", "g-rebalance", 2 * n
+    topic, group, partitions = f"groups-rebalance-{os.getpid()}", f"g-rebalance-{os.getpid()}", 2 * n
     create_topic(topic, partitions)
     members = [Member(f"r{i}", group, topic, "range") for i in range(n)]
     wait_for(f"{n} members owning {partitions} partitions", lambda: owned_once(members, partitions)
@@ -391,9 +391,9 @@ def commit_rate():
 
     seconds = float(ARGS[0])
     procs = int(ARGS[1]) if len(ARGS) > 1 else 1
-    topic = "groups-commit-rate"
+    topic = f"groups-commit-rate-{os.getpid()}"
     create_topic(topic, 1)
-    jobs = [(seconds, f"g-commit-rate-{i}", topic) for i in range(procs)]
+    jobs = [(seconds, f"g-commit-rate-{os.getpid()}-{i}", topic) for i in range(procs)]
     with multiprocessing.Pool(procs) as pool:
         results = pool.map(commit_loop, jobs)
     total = sum(n for n, _ in results)

@@ -87,9 +87,10 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
-    /// Total size of the batch in bytes, header included.
+    /// Total size of the batch in bytes, header included. (A negative length, possible in a
+    /// header that was only decoded, not validated, counts as 0.)
     pub fn size(&self) -> usize {
-        LOG_OVERHEAD_BYTES + self.length as usize
+        LOG_OVERHEAD_BYTES + self.length.max(0) as usize
     }
 
     /// Offset of the last record in the batch.

@@ -7,7 +7,7 @@
 //! A record: `length varint, attributes i8, timestamp delta varlong, offset delta varint,
 //! key (varint length, -1 = null), value (same), header count varint, headers (key, value)`.
 
-use super::{BatchError, BatchHeader, HEADER_BYTES};
+use super::{BatchError, BatchHeader, BATCH_LENGTH_MIN, HEADER_BYTES};
 
 /// One record of a batch, borrowing the batch's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,12 @@ pub enum RecordError {
 /// checked here: callers read batches the log has already verified.
 pub fn records(batch: &[u8]) -> Result<Records<'_>, RecordError> {
     let header = BatchHeader::decode(batch)?;
+    if header.length < BATCH_LENGTH_MIN {
+        return Err(BatchError::LengthTooSmall {
+            length: header.length,
+        }
+        .into());
+    }
     if header.compression() != 0 {
         return Err(RecordError::Compressed {
             codec: header.compression(),
@@ -215,6 +221,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_negative_declared_length_is_an_error() {
+        let mut builder = BatchBuilder::new(0);
+        builder.push(None, Some(b"v"), 0);
+        let mut batch = builder.build();
+        batch[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(matches!(
+            records(&batch),
+            Err(RecordError::Batch(BatchError::LengthTooSmall {
+                length: -5
+            }))
+        ));
     }
 
     #[test]
