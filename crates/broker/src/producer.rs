@@ -159,6 +159,17 @@ impl ProducerState {
         producer.last_timestamp_ms = producer.last_timestamp_ms.max(timestamp_ms);
     }
 
+    /// Forgets producers whose last batch lies below `log_start_offset` (retention or
+    /// DeleteRecords removed it): their state can no longer be rebuilt from the log either, and
+    /// without this ids a client makes up would accumulate for ever.
+    pub fn forget_below(&mut self, log_start_offset: i64) {
+        self.producers.retain(|_, p| {
+            p.batches
+                .back()
+                .is_some_and(|b| b.last_offset >= log_start_offset)
+        });
+    }
+
     /// The snapshot file's bytes for a state covering the batches below `offset`.
     pub fn encode_snapshot(&self, offset: i64) -> Vec<u8> {
         let mut out = Vec::with_capacity(21 + self.producers.len() * 100);
@@ -367,6 +378,15 @@ mod tests {
                 current: 1,
                 found: 0
             })
+        );
+        // Producers whose batches retention removed are forgotten.
+        state.record(8, 0, batch(0, 1, 300), 3);
+        state.forget_below(250);
+        assert_eq!(state.len(), 1);
+        assert_eq!(
+            state.check(7, 1, 0, 0),
+            Ok(Verdict::Append),
+            "producer 7 is gone"
         );
         // Sequences wrap.
         assert_eq!(last_seq(i32::MAX - 1, 3), 0);

@@ -384,6 +384,16 @@ fn inconsistent_protocols_and_bad_session_timeouts_are_refused() {
         joins(&mut out)[&2].error,
         Some(GroupError::InconsistentGroupProtocol)
     );
+    let many: Vec<String> = (0..=weir_broker::group::state::PROTOCOLS_PER_MEMBER_MAX)
+        .map(|i| format!("p{i}"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let mut empty = Group::new("other", config(), 1);
+    empty.join(now, 4, join_request("", None, &many), &mut out);
+    assert_eq!(
+        joins(&mut out)[&4].error,
+        Some(GroupError::InconsistentGroupProtocol)
+    );
     let mut short = join_request("", None, &["range"]);
     short.session_timeout_ms = 10;
     group.join(now, 3, short, &mut out);
@@ -426,6 +436,67 @@ fn the_last_member_leaving_empties_the_group_and_anonymous_commits_are_accepted_
     assert!(group.is_empty());
     assert_eq!(group.validate_commit(-1, "", &None), Ok(()));
     assert_eq!(group.subscribed_topics(), Some(Default::default()));
+}
+
+#[test]
+fn an_unused_pending_member_id_does_not_disturb_a_stable_group() {
+    let mut group = Group::new("g", config(), 1);
+    let mut now = 0;
+    let ids = form_group(&mut group, 2, &mut now);
+    let mut out = Vec::new();
+    group.join(now, 1, join_request("", None, &["range"]), &mut out);
+    let pending = joins(&mut out)[&1].member_id.clone();
+    // The new consumer never comes back: its id expires, the group stays as it is.
+    for _ in 0..6 {
+        now += 2_500;
+        for id in &ids {
+            assert_eq!(group.heartbeat(now, id, &None, 1), Ok(()));
+        }
+        group.tick(now, &mut out);
+    }
+    assert_eq!(group.state(), GroupState::Stable);
+    assert_eq!(group.generation(), 1);
+    group.join(now, 2, join_request(&pending, None, &["range"]), &mut out);
+    assert_eq!(joins(&mut out)[&2].error, Some(GroupError::UnknownMemberId));
+    // A pending id that carries an instance id cannot take over a static member's place.
+    group.join(now, 3, join_request("", Some("pod"), &["range"]), &mut out);
+    group.join(now, 4, join_request("", None, &["range"]), &mut out);
+    let pending = joins(&mut out)[&4].member_id.clone();
+    group.join(
+        now,
+        5,
+        join_request(&pending, Some("pod"), &["range"]),
+        &mut out,
+    );
+    assert_eq!(joins(&mut out)[&5].error, Some(GroupError::UnknownMemberId));
+    let pods = group
+        .describe()
+        .iter()
+        .filter(|m| m.group_instance_id.as_deref() == Some("pod"))
+        .count();
+    assert_eq!(pods, 1);
+}
+
+#[test]
+fn pending_member_ids_count_toward_the_group_size_limit() {
+    let config = GroupConfig {
+        members_max: 3,
+        ..GroupConfig::default()
+    };
+    let mut group = Group::new("g", config, 1);
+    let mut out = Vec::new();
+    for token in 0..3 {
+        group.join(0, token, join_request("", None, &["range"]), &mut out);
+        assert_eq!(
+            joins(&mut out)[&token].error,
+            Some(GroupError::MemberIdRequired)
+        );
+    }
+    group.join(0, 9, join_request("", None, &["range"]), &mut out);
+    assert_eq!(
+        joins(&mut out)[&9].error,
+        Some(GroupError::GroupMaxSizeReached)
+    );
 }
 
 // ---- seeded simulation -------------------------------------------------------------------

@@ -28,6 +28,8 @@ pub(crate) struct Broker {
     pub offsets_partitions: u32,
     /// InitProducerId's allocator; blocks of ids are stored in `<data_dir>/producer-ids`.
     pub producer_ids: std::sync::Mutex<weir_broker::producer::ProducerIds>,
+    /// Held while a block of producer ids is being stored.
+    pub producer_id_reservation: tokio::sync::Mutex<()>,
 }
 
 impl Broker {

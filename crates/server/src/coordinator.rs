@@ -29,8 +29,12 @@ use crate::broker::Broker;
 /// The name coordinator partitions go by in shard ownership and metrics (Kafka's internal
 /// topic); it is not a topic clients see.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Records per batch when the live entries are appended again (compaction).
-const COMPACTION_BATCH_RECORDS: usize = 1_000;
+/// The batch bytes the coordinator writes at a time when it writes many records (compaction,
+/// expiry, group deletion): well below the offsets log's `max.message.bytes`.
+const OFFSETS_CHUNK_BYTES: usize = 1024 * 1024;
+/// The offsets log's `max.message.bytes`: one OffsetCommit request is one batch, and a larger
+/// one is refused with INVALID_COMMIT_OFFSET_SIZE.
+const OFFSETS_BATCH_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// A log is compacted once it holds this many records more than twice its live entries.
 const COMPACTION_SLACK_RECORDS: i64 = 10_000;
 /// Kafka's offsets.topic.segment.bytes.
@@ -235,6 +239,8 @@ struct Partition {
     /// Compaction appended the live entries from this offset: the log start moves here once
     /// they are durable.
     compacting: Option<(i64, Durable)>,
+    /// After a failed compaction: the record count at which to try again (not on every commit).
+    compact_after: i64,
 }
 
 /// The coordinator partitions one shard owns.
@@ -247,6 +253,8 @@ pub(crate) struct Coordinators {
     waiting: HashMap<Token, Waiter>,
     next_token: Token,
     next_expiry_ms: u64,
+    /// [`Coordinators::next_deadline`]'s answer until group work changes it.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// The coordinator partition a group belongs to.
@@ -262,6 +270,7 @@ fn partition_dir(data_dir: &Path, p: u32) -> PathBuf {
 fn offsets_log_config() -> LogConfig {
     LogConfig {
         segment_bytes: OFFSETS_SEGMENT_BYTES,
+        max_message_bytes: OFFSETS_BATCH_BYTES_MAX,
         retention_bytes: -1,
         retention_ms: -1,
         flush_messages: 1,
@@ -283,9 +292,15 @@ impl Coordinators {
             let mut opened = Vec::new();
             for p in owned {
                 let options = LogOptions::new(offsets_log_config(), flusher.clone());
-                let log = Log::open(&partition_dir(&data_dir, p), options)?;
-                let store = replay(&log)?;
-                opened.push((p, log, store));
+                let dir = partition_dir(&data_dir, p);
+                // One unreadable partition makes only its own groups unavailable.
+                match Log::open(&dir, options).and_then(|log| Ok((replay(&log)?, log))) {
+                    Ok((store, log)) => opened.push((p, log, store)),
+                    Err(e) => eprintln!(
+                        "weir: coordinator partition {p} ({}) is unavailable: {e}",
+                        dir.display()
+                    ),
+                }
             }
             Ok::<_, LogError>(opened)
         })
@@ -310,6 +325,7 @@ impl Coordinators {
                         store,
                         groups: HashMap::new(),
                         compacting: None,
+                        compact_after: 0,
                     };
                     (p, partition)
                 })
@@ -317,6 +333,7 @@ impl Coordinators {
             waiting: HashMap::new(),
             next_token: 0,
             next_expiry_ms: expiry,
+            deadline: None,
         })
     }
 
@@ -325,8 +342,18 @@ impl Coordinators {
     }
 
     /// When [`Coordinators::tick`] next has work: the earliest group deadline, a pending
-    /// compaction, or the next offsets expiry pass.
-    pub fn next_deadline(&self) -> tokio::time::Instant {
+    /// compaction, or the next offsets expiry pass. Recomputed only after group work, not for
+    /// every partition request the shard serves.
+    pub fn next_deadline(&mut self) -> tokio::time::Instant {
+        if let Some(cached) = self.deadline {
+            return cached;
+        }
+        let next = self.compute_deadline();
+        self.deadline = Some(next);
+        next
+    }
+
+    fn compute_deadline(&self) -> tokio::time::Instant {
         let mut next = self.next_expiry_ms;
         for partition in self.partitions.values() {
             if partition.compacting.is_some() {
@@ -343,6 +370,7 @@ impl Coordinators {
 
     /// Expires what is due: sessions, rebalance phases, old offsets of empty groups.
     pub fn tick(&mut self) {
+        self.deadline = None;
         let now = self.now_ms();
         let mut out = Vec::new();
         for partition in self.partitions.values_mut() {
@@ -406,6 +434,7 @@ impl Coordinators {
     }
 
     pub fn handle(&mut self, msg: GroupMsg) {
+        self.deadline = None;
         let now = self.now_ms();
         let mut out = Vec::new();
         match msg {
@@ -552,7 +581,8 @@ impl Coordinators {
             Some(g) => g.validate_commit(generation, member_id, instance_id),
             // A commit for a group nobody joined: a consumer with manual assignment.
             None if generation < 0 && member_id.is_empty() => Ok(()),
-            None => Err(GroupError::UnknownMemberId),
+            // As Kafka: a generation the (memberless) group never had.
+            None => Err(GroupError::IllegalGeneration),
         };
         if let Err(error) = validated {
             let _ = reply.send(all(&offsets, group_error_code(error)));
@@ -597,6 +627,9 @@ impl Coordinators {
             return;
         }
         match partition.log.append(&mut batch.build()) {
+            Err(LogError::BatchTooLarge { .. }) => {
+                let _ = reply.send(all(&offsets, error_code::INVALID_COMMIT_OFFSET_SIZE));
+            }
             Err(e) => {
                 eprintln!("weir: offsets log append failed: {e}");
                 let _ = reply.send(all(&offsets, crate::partition::error_code_of(&e)));
@@ -794,12 +827,11 @@ impl Coordinators {
             let _ = reply.send(code);
             return;
         }
-        let now = wall_clock_ms();
-        let mut batch = BatchBuilder::new(now);
-        for (topic, p) in &entries {
-            batch.push(Some(&offsets::encode_key(id, topic, *p)), None, now);
-        }
-        match partition.log.append(&mut batch.build()) {
+        let tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries
+            .iter()
+            .map(|(topic, p)| (offsets::encode_key(id, topic, *p), None))
+            .collect();
+        match append_chunked(&mut partition.log, tombstones, wall_clock_ms()) {
             Err(e) => {
                 let _ = reply.send(crate::partition::error_code_of(&e));
             }
@@ -807,7 +839,7 @@ impl Coordinators {
                 for (topic, p) in entries {
                     partition.store.apply(id, &topic, p, None);
                 }
-                let durable = appended.durable;
+                let durable = appended.map_or_else(Durable::ready, |(_, durable)| durable);
                 tokio::task::spawn_local(async move {
                     let code = match durable.await {
                         Ok(()) => error_code::NONE,
@@ -894,7 +926,6 @@ fn answer_when_durable(
 /// Deletes (with tombstones in the log) the offsets committed before `cutoff` by groups that
 /// have no members; forgets such groups once they have no offsets left.
 fn expire_partition(partition: &mut Partition, cutoff: i64, now: i64) {
-    let mut batch = BatchBuilder::new(now);
     let mut expired = Vec::new();
     let groups: Vec<String> = partition.store.groups().cloned().collect();
     for id in groups {
@@ -902,14 +933,17 @@ fn expire_partition(partition: &mut Partition, cutoff: i64, now: i64) {
             continue;
         }
         for (topic, p) in partition.store.older_than(&id, cutoff) {
-            batch.push(Some(&offsets::encode_key(&id, &topic, p)), None, now);
             expired.push((id.clone(), topic, p));
         }
     }
-    if batch.is_empty() {
+    if expired.is_empty() {
         return;
     }
-    match partition.log.append(&mut batch.build()) {
+    let tombstones: Vec<(Vec<u8>, Option<Vec<u8>>)> = expired
+        .iter()
+        .map(|(id, topic, p)| (offsets::encode_key(id, topic, *p), None))
+        .collect();
+    match append_chunked(&mut partition.log, tombstones, now) {
         Ok(_) => {
             for (id, topic, p) in expired {
                 partition.store.apply(&id, &topic, p, None);
@@ -934,7 +968,9 @@ fn replay(log: &Log) -> Result<OffsetStore, LogError> {
     while offset < end {
         let copy = log.read_copy(offset, 1024 * 1024)?;
         if copy.next_offset <= offset {
-            break;
+            return Err(corrupt(format!(
+                "no batch at offset {offset} below the end {end}"
+            )));
         }
         for batch in weir_log::batch::Batches::new(&copy.bytes) {
             let (position, header) = batch.map_err(|e| corrupt(e.to_string()))?;
@@ -960,6 +996,39 @@ fn replay(log: &Log) -> Result<OffsetStore, LogError> {
     Ok(store)
 }
 
+/// Appends `records` (key, value or tombstone) in batches of at most [`OFFSETS_CHUNK_BYTES`];
+/// returns the durability of the last batch and the offset of the first record.
+fn append_chunked(
+    log: &mut Log,
+    records: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    now: i64,
+) -> Result<Option<(i64, Durable)>, LogError> {
+    let mut first = None;
+    let mut last = None;
+    let mut batch = BatchBuilder::new(now);
+    let mut bytes = 0usize;
+    let mut flush = |batch: &mut BatchBuilder, log: &mut Log| -> Result<(), LogError> {
+        let appended = log.append(&mut batch.build())?;
+        first.get_or_insert(appended.base_offset);
+        last = Some(appended.durable);
+        *batch = BatchBuilder::new(now);
+        Ok(())
+    };
+    for (key, value) in records {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len) + 32;
+        if !batch.is_empty() && bytes + size > OFFSETS_CHUNK_BYTES {
+            flush(&mut batch, log)?;
+            bytes = 0;
+        }
+        batch.push(Some(&key), value.as_deref(), now);
+        bytes += size;
+    }
+    if !batch.is_empty() {
+        flush(&mut batch, log)?;
+    }
+    Ok(first.zip(last))
+}
+
 /// Appends the live entries again once the log is mostly superseded records; the log start
 /// moves past the old ones when the copy is durable ([`finish_compaction`]).
 fn maybe_compact(partition: &mut Partition) {
@@ -968,32 +1037,31 @@ fn maybe_compact(partition: &mut Partition) {
     }
     let records = partition.log.log_end_offset() - partition.log.log_start_offset();
     let live = partition.store.len() as i64;
-    if records <= 2 * live + COMPACTION_SLACK_RECORDS {
+    if records <= (2 * live + COMPACTION_SLACK_RECORDS).max(partition.compact_after) {
         return;
     }
-    if let Err(e) = partition.log.roll() {
-        eprintln!("weir: compacting the offsets log: {e}");
-        return;
-    }
-    let start = partition.log.log_end_offset();
-    let live: Vec<(Vec<u8>, Vec<u8>)> = partition.store.records().collect();
-    let mut last = None;
-    let now = wall_clock_ms();
-    for chunk in live.chunks(COMPACTION_BATCH_RECORDS) {
-        let mut batch = BatchBuilder::new(now);
-        for (key, value) in chunk {
-            batch.push(Some(key), Some(value), now);
+    let copy: Vec<(Vec<u8>, Option<Vec<u8>>)> = partition
+        .store
+        .records()
+        .map(|(key, value)| (key, Some(value)))
+        .collect();
+    let result = partition
+        .log
+        .roll()
+        .and_then(|()| append_chunked(&mut partition.log, copy, wall_clock_ms()));
+    match result {
+        Ok(Some((start, durable))) => partition.compacting = Some((start, durable)),
+        Ok(None) => {
+            // Nothing live: everything before the end can go.
+            let end = partition.log.log_end_offset();
+            partition.compacting = Some((end, partition.log.sync()));
         }
-        match partition.log.append(&mut batch.build()) {
-            Ok(appended) => last = Some(appended.durable),
-            Err(e) => {
-                eprintln!("weir: compacting the offsets log: {e}");
-                return;
-            }
+        Err(e) => {
+            // A partial copy is harmless (replay gives the same table); try again later.
+            eprintln!("weir: compacting the offsets log: {e}");
+            partition.compact_after = records + COMPACTION_SLACK_RECORDS;
         }
     }
-    let durable = last.unwrap_or_else(|| partition.log.sync());
-    partition.compacting = Some((start, durable));
 }
 
 fn finish_compaction(partition: &mut Partition) {
@@ -1101,6 +1169,7 @@ mod tests {
             store: OffsetStore::new(),
             groups: HashMap::new(),
             compacting: None,
+            compact_after: 0,
         };
         for group in ["idle", "busy"] {
             commit(&mut partition, group, "orders", 0, 5);
@@ -1150,6 +1219,7 @@ mod tests {
             store: OffsetStore::new(),
             groups: HashMap::new(),
             compacting: None,
+            compact_after: 0,
         };
         let mut compactions = 0;
         for i in 0..60_000i64 {

@@ -82,6 +82,7 @@ impl Server {
             producer_ids: std::sync::Mutex::new(weir_broker::producer::ProducerIds::new(
                 producers::stored_block_end(&config.data_dir)?,
             )),
+            producer_id_reservation: tokio::sync::Mutex::new(()),
         });
         let (stop, stopped) = watch::channel(false);
         let (close, closed) = watch::channel(false);

@@ -103,17 +103,25 @@ const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 /// whole log when there is no usable snapshot). Blocking (reads the disk).
 fn load_producers(log: &Log) -> Result<ProducerState, LogError> {
     let path = log.dir().join(PRODUCER_SNAPSHOT);
+    let rebuild = || (log.log_start_offset(), ProducerState::new());
     let (from, mut state) = match std::fs::read(&path) {
         Ok(bytes) => match ProducerState::decode_snapshot(&bytes) {
-            // A snapshot past the log end was taken before a crash cut the log short.
             Ok((offset, state)) if offset <= log.log_end_offset() => (offset, state),
-            Ok(_) => (log.log_start_offset(), ProducerState::new()),
-            Err(e) => {
-                eprintln!("weir: {}: {e}; rebuilding from the log", path.display());
-                (log.log_start_offset(), ProducerState::new())
+            rejected => {
+                // Past the log end (a crash cut the log below it) or damaged: it must go before
+                // anything is appended, or a later open could take it for the new history.
+                if let Err(e) = &rejected {
+                    eprintln!("weir: {}: {e}; rebuilding from the log", path.display());
+                }
+                std::fs::remove_file(&path)
+                    .and_then(|()| std::fs::File::open(log.dir())?.sync_all())
+                    .map_err(|e| LogError::Failed {
+                        cause: format!("removing {}: {e}", path.display()),
+                    })?;
+                rebuild()
             }
         },
-        Err(_) => (log.log_start_offset(), ProducerState::new()),
+        Err(_) => rebuild(),
     };
     log.scan_headers_from(from, |header| {
         if header.producer_id >= 0 && !header.is_control() {
@@ -134,15 +142,20 @@ fn load_producers(log: &Log) -> Result<ProducerState, LogError> {
     Ok(state)
 }
 
-/// Writes the producer snapshot (covering the log below `offset`): temporary file, fsync,
-/// rename. Blocking.
-fn write_producer_snapshot(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a producer snapshot covering the log below `offset`, which must be durable already:
+/// temporary file, fsync, rename, directory fsync. Blocking.
+fn write_producer_snapshot(
+    dir: &std::path::Path,
+    offset: i64,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = dir.join(format!("{PRODUCER_SNAPSHOT}.tmp"));
+    let tmp = dir.join(format!("{PRODUCER_SNAPSHOT}.{offset}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT))
+    std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Kafka's error code for a log error.
@@ -367,19 +380,24 @@ impl Partitions {
     /// Clean shutdown of every open log: producer snapshots and index tails written,
     /// checkpoints made.
     pub fn close_all(&mut self) {
-        for (_, partition) in self.open.drain() {
+        for (_, mut partition) in self.open.drain() {
             let dir = partition.log.dir().to_path_buf();
-            let snapshot = partition
+            let end = partition.log.log_end_offset();
+            partition
                 .producers
-                .encode_snapshot(partition.log.log_end_offset());
-            if let Err(e) = write_producer_snapshot(&dir, &snapshot) {
-                eprintln!(
-                    "weir: writing the producer snapshot in {}: {e}",
-                    dir.display()
-                );
-            }
-            if let Err(e) = partition.log.close() {
-                eprintln!("weir: closing {}: {e}", dir.display());
+                .forget_below(partition.log.log_start_offset());
+            let snapshot = partition.producers.encode_snapshot(end);
+            // The snapshot only once the log it describes is durable.
+            match partition.log.close() {
+                Ok(()) => {
+                    if let Err(e) = write_producer_snapshot(&dir, end, &snapshot) {
+                        eprintln!(
+                            "weir: writing the producer snapshot in {}: {e}",
+                            dir.display()
+                        );
+                    }
+                }
+                Err(e) => eprintln!("weir: closing {}: {e}", dir.display()),
             }
         }
     }
@@ -394,20 +412,22 @@ fn produce(
     wait_durable: bool,
     reply: oneshot::Sender<ProduceOutcome>,
 ) {
-    // The header alone says whether the producer is idempotent; only then is the batch
-    // checked in full here (the append checks every batch anyway), so a corrupt retry is never
-    // answered as a duplicate.
-    let idempotent = match weir_log::batch::BatchHeader::decode(&records) {
-        Ok(header) if header.producer_id >= 0 && !header.is_control() => {
-            weir_log::batch::validate(&records).ok()
-        }
-        _ => None,
+    // The headers say whether a producer is idempotent; only then is the batch checked in
+    // full here (the append checks every batch anyway), so a corrupt retry is never answered
+    // as a duplicate.
+    let shape = BatchesShape::of(&records);
+    if shape.control || (shape.idempotent && shape.batches > 1) {
+        // Control batches are the broker's to write; an idempotent producer sends one batch
+        // per partition, as Kafka requires of Produce v3+.
+        let _ = reply.send(ProduceOutcome::error(error_code::INVALID_RECORD));
+        return;
+    }
+    let idempotent = if shape.idempotent {
+        weir_log::batch::validate(&records).ok()
+    } else {
+        None
     };
     if let Some(header) = &idempotent {
-        if header.size() != records.len() {
-            let _ = reply.send(ProduceOutcome::error(error_code::INVALID_RECORD));
-            return;
-        }
         let first = header.base_sequence;
         let last = producer::last_seq(first, header.last_offset_delta + 1);
         match p
@@ -468,12 +488,23 @@ fn produce(
                 );
             }
             if p.log.segment_count() != p.snapshot_segments {
-                // A roll: snapshot the producers, so a restart reads only the newer segments.
+                // A roll: snapshot the producers, so a restart reads only the newer segments;
+                // written once the log below its offset is durable.
                 p.snapshot_segments = p.log.segment_count();
-                let bytes = p.producers.encode_snapshot(p.log.log_end_offset());
+                p.producers.forget_below(p.log.log_start_offset());
+                let end = p.log.log_end_offset();
+                let bytes = p.producers.encode_snapshot(end);
                 let dir = p.log.dir().to_path_buf();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = write_producer_snapshot(&dir, &bytes) {
+                let synced = p.log.sync();
+                tokio::task::spawn_local(async move {
+                    if synced.await.is_err() {
+                        return;
+                    }
+                    let written = tokio::task::spawn_blocking(move || {
+                        write_producer_snapshot(&dir, end, &bytes).map_err(|e| (dir, e))
+                    })
+                    .await;
+                    if let Ok(Err((dir, e))) = written {
                         eprintln!(
                             "weir: writing the producer snapshot in {}: {e}",
                             dir.display()
@@ -495,6 +526,37 @@ fn produce(
             };
             reply_when_durable(durable, outcome, reply);
         }
+    }
+}
+
+/// What the batch headers of a Produce's records say (headers only; the append validates).
+struct BatchesShape {
+    batches: usize,
+    idempotent: bool,
+    control: bool,
+}
+
+impl BatchesShape {
+    fn of(records: &[u8]) -> BatchesShape {
+        let mut shape = BatchesShape {
+            batches: 0,
+            idempotent: false,
+            control: false,
+        };
+        let mut at = 0;
+        while let Ok(header) = weir_log::batch::BatchHeader::decode(&records[at..]) {
+            if header.length < weir_log::batch::BATCH_LENGTH_MIN {
+                break;
+            }
+            shape.batches += 1;
+            shape.idempotent |= header.producer_id >= 0;
+            shape.control |= header.is_control();
+            at = at.saturating_add(header.size());
+            if at >= records.len() {
+                break;
+            }
+        }
+        shape
     }
 }
 
@@ -657,8 +719,11 @@ pub(crate) async fn run_mailbox(
     };
     let mut partitions = Partitions::new(broker);
     loop {
-        let deadline = coordinators.as_ref().map(Coordinators::next_deadline);
+        let deadline = coordinators.as_mut().map(Coordinators::next_deadline);
         tokio::select! {
+            // Queued requests first: a heartbeat waiting in the mailbox must be seen before
+            // the timer expires its session.
+            biased;
             msg = inbox.recv() => match msg {
                 Some(ShardMsg::Group(msg)) => match coordinators.as_mut() {
                     Some(c) => c.handle(msg),

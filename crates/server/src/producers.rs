@@ -47,18 +47,26 @@ fn store_block_end(data_dir: &Path, end: i64) -> std::io::Result<()> {
     std::fs::File::open(data_dir)?.sync_all()
 }
 
-/// A new producer id; reserving a new block writes a file, on the blocking pool.
+fn try_allocate(broker: &Broker) -> Result<i64, i64> {
+    broker
+        .producer_ids
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .allocate()
+}
+
+/// A new producer id. Reserving a new block writes a file, on the blocking pool; one
+/// reservation at a time (every shard may ask), so the stored block end only grows.
 async fn allocate(broker: &Arc<Broker>) -> std::io::Result<i64> {
     loop {
-        let wanted = {
-            let mut ids = broker
-                .producer_ids
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match ids.allocate() {
-                Ok(id) => return Ok(id),
-                Err(end) => end,
-            }
+        if let Ok(id) = try_allocate(broker) {
+            return Ok(id);
+        }
+        let _reserving = broker.producer_id_reservation.lock().await;
+        // Another task may have reserved a block while this one waited.
+        let wanted = match try_allocate(broker) {
+            Ok(id) => return Ok(id),
+            Err(end) => end,
         };
         let dir = broker.config.data_dir.clone();
         tokio::task::spawn_blocking(move || store_block_end(&dir, wanted))
@@ -81,15 +89,8 @@ pub(crate) async fn init_producer_id(
         // Transactions are not served yet: say so rather than hand out an id they would misuse.
         return answer(error_code::INVALID_REQUEST, NO_PRODUCER_ID, -1);
     }
-    // KIP-360: a producer that has an id asks for its epoch to be bumped, which resets its
-    // sequences on every partition.
-    if request.producer_id >= 0 && (0..i16::MAX - 1).contains(&request.producer_epoch) {
-        return answer(
-            error_code::NONE,
-            request.producer_id,
-            request.producer_epoch + 1,
-        );
-    }
+    // Without a transactional id, Kafka hands out a new id every time, also to a producer that
+    // names its current one (KIP-360): a new id has fresh sequences on every partition.
     match allocate(broker).await {
         Ok(id) => answer(error_code::NONE, id, 0),
         Err(e) => {

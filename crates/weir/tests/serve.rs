@@ -1147,9 +1147,11 @@ fn idempotent_producers_are_deduplicated_sequenced_and_fenced_across_restarts() 
         45,
         "OUT_OF_ORDER_SEQUENCE_NUMBER"
     );
-    // KIP-360: the epoch is bumped, sequences start again, the old epoch is fenced.
-    let (code, same, bumped) = init_producer_id(&mut s, pid, 0);
-    assert_eq!((code, same, bumped), (0, pid, 1));
+    // Asking again (KIP-360 style, naming the current id) gives a new id with fresh sequences.
+    let (code, fresh, fresh_epoch) = init_producer_id(&mut s, pid, 0);
+    assert_eq!(code, 0);
+    assert!(fresh != pid && fresh_epoch == 0, "{fresh}/{fresh_epoch}");
+    // A producer's new epoch starts its sequences again and fences the old epoch.
     assert_eq!(produce_at(&mut s, 1, 0, 2), (0, 6));
     assert_eq!(produce_at(&mut s, 0, 6, 1).0, 47, "INVALID_PRODUCER_EPOCH");
     let records = fetch_all(&mut s, "idem");

@@ -22,6 +22,10 @@ use super::{
     SyncRequest, SyncResponse, Token,
 };
 
+/// Protocols (assignors) one member may offer. Clients offer a handful; the protocol vote
+/// compares every member's list, so a peer must not make it long.
+pub const PROTOCOLS_PER_MEMBER_MAX: usize = 32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -228,7 +232,13 @@ impl Group {
             self.join_new(now, token, request, out);
             return;
         }
-        if self.pending.remove(&request.member_id).is_some() {
+        if self.pending.contains_key(&request.member_id) {
+            if request.group_instance_id.is_some() {
+                // Static members never get a pending id; this one must rejoin without it.
+                out.push(fail(GroupError::UnknownMemberId));
+                return;
+            }
+            self.pending.remove(&request.member_id);
             let id = request.member_id.clone();
             self.add_member(now, id, token, request, out);
             return;
@@ -270,6 +280,14 @@ impl Group {
                 return;
             }
         } else if request.require_known_member_id {
+            if self.members.len() + self.pending.len() >= self.config.members_max {
+                let response = JoinResponse {
+                    error: Some(GroupError::GroupMaxSizeReached),
+                    ..JoinResponse::default()
+                };
+                out.push(Effect::Join(token, response));
+                return;
+            }
             self.pending
                 .insert(id.clone(), now + request.session_timeout_ms);
             let response = JoinResponse {
@@ -568,7 +586,12 @@ impl Group {
                         Ok(())
                     }
                 },
-                None if self.pending.remove(member_id).is_some() => Ok(()),
+                None if self.pending.remove(member_id).is_some() => {
+                    if self.state == GroupState::PreparingRebalance {
+                        self.try_complete_join(now, out);
+                    }
+                    Ok(())
+                }
                 None if self.members.contains_key(member_id) => {
                     self.remove_member(member_id, out);
                     Ok(())
@@ -617,7 +640,11 @@ impl Group {
     pub fn tick(&mut self, now: u64, out: &mut Vec<Effect>) {
         let before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now);
-        let mut changed = self.pending.len() != before;
+        if self.pending.len() != before && self.state == GroupState::PreparingRebalance {
+            // An unused pending id only ever held up a join phase; it changes no assignment.
+            self.try_complete_join(now, out);
+        }
+        let mut changed = false;
         let expired: Vec<String> = self
             .members
             .iter()
@@ -812,7 +839,8 @@ impl Group {
             self.remove_member(id, out);
         }
         self.rebalance = None;
-        self.generation += 1;
+        // Generations stay positive, even after 2^31 rebalances.
+        self.generation = self.generation.checked_add(1).unwrap_or(1);
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.protocol = None;
@@ -926,7 +954,10 @@ impl Group {
     }
 
     fn accepts_protocols(&self, protocol_type: &str, protocols: &[(String, Vec<u8>)]) -> bool {
-        if protocol_type.is_empty() || protocols.is_empty() {
+        if protocol_type.is_empty()
+            || protocols.is_empty()
+            || protocols.len() > PROTOCOLS_PER_MEMBER_MAX
+        {
             return false;
         }
         if self.members.is_empty() {
@@ -951,7 +982,8 @@ pub fn consumer_subscription(metadata: &[u8]) -> Option<Vec<String>> {
     let mut at = 2usize; // version
     let count = i32::from_be_bytes(metadata.get(at..at + 4)?.try_into().ok()?);
     at += 4;
-    if count < 0 || count as usize > metadata.len() {
+    // Each topic takes at least its 2-byte length.
+    if count < 0 || count as usize > metadata.len() / 2 {
         return None;
     }
     let mut topics = Vec::with_capacity(count as usize);

@@ -75,7 +75,10 @@ impl<'a> Iterator for Records<'a> {
             return None;
         }
         self.left -= 1;
-        let record = self.read();
+        let mut record = self.read();
+        if record.is_ok() && self.left == 0 && self.at != self.buf.len() {
+            record = Err(self.malformed(self.at, "bytes after the last record"));
+        }
         if record.is_err() {
             self.left = 0;
         }
@@ -235,6 +238,18 @@ mod tests {
                 length: -5
             }))
         ));
+    }
+
+    #[test]
+    fn bytes_after_the_declared_records_are_an_error() {
+        let mut builder = BatchBuilder::new(0);
+        builder.push(None, Some(b"a"), 0);
+        builder.push(None, Some(b"b"), 0);
+        let mut batch = builder.build();
+        batch[57..61].copy_from_slice(&1i32.to_be_bytes()); // record count 2 -> 1
+        let read: Vec<_> = records(&batch).expect("uncompressed").collect();
+        assert_eq!(read.len(), 1);
+        assert!(read[0].is_err());
     }
 
     #[test]
