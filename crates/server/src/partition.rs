@@ -127,7 +127,10 @@ fn load_producers(log: &Log) -> Result<ProducerState, LogError> {
         if header.producer_id >= 0 && !header.is_control() {
             let batch = BatchMeta {
                 first_seq: header.base_sequence,
-                last_seq: producer::last_seq(header.base_sequence, header.last_offset_delta + 1),
+                last_seq: producer::last_seq(
+                    header.base_sequence,
+                    header.last_offset_delta.max(0).saturating_add(1),
+                ),
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
             };
@@ -423,17 +426,32 @@ fn produce(
         return;
     }
     let idempotent = if shape.idempotent {
-        weir_log::batch::validate(&records).ok()
+        weir_log::batch::BatchHeader::decode(&records).ok()
     } else {
         None
     };
+    if idempotent.is_some_and(|h| h.base_sequence < 0) {
+        let _ = reply.send(ProduceOutcome::error(error_code::INVALID_RECORD));
+        return;
+    }
     if let Some(header) = &idempotent {
         let first = header.base_sequence;
-        let last = producer::last_seq(first, header.last_offset_delta + 1);
-        match p
+        let last = producer::last_seq(first, header.last_offset_delta.max(0).saturating_add(1));
+        let verdict = p
             .producers
-            .check(header.producer_id, header.producer_epoch, first, last)
-        {
+            .check(header.producer_id, header.producer_epoch, first, last);
+        // A batch to append is checked by the append; one answered here without being written
+        // (a duplicate, a refused sequence) is checked now, so damage is never taken for those.
+        if verdict != Ok(Verdict::Append) {
+            if let Err(e) = weir_log::batch::validate(&records) {
+                let _ = reply.send(ProduceOutcome {
+                    message: Some(e.to_string()),
+                    ..ProduceOutcome::error(error_code::CORRUPT_MESSAGE)
+                });
+                return;
+            }
+        }
+        match verdict {
             Err(SequenceError::StaleEpoch { .. }) => {
                 let _ = reply.send(ProduceOutcome::error(error_code::INVALID_PRODUCER_EPOCH));
                 return;
@@ -475,7 +493,7 @@ fn produce(
                     first_seq: header.base_sequence,
                     last_seq: producer::last_seq(
                         header.base_sequence,
-                        header.last_offset_delta + 1,
+                        header.last_offset_delta.max(0).saturating_add(1),
                     ),
                     base_offset: appended.base_offset,
                     last_offset: appended.last_offset,
