@@ -95,16 +95,19 @@ impl ProducerState {
         first: i32,
         last: i32,
     ) -> Result<Verdict, SequenceError> {
-        let Some(producer) = self.producers.get(&id) else {
-            // A producer new to this partition starts at 0.
-            return if first == 0 {
+        // A producer new to this partition, or with a new epoch, starts at sequence 0.
+        let from_zero = || {
+            if first == 0 {
                 Ok(Verdict::Append)
             } else {
                 Err(SequenceError::OutOfOrder {
                     expected: 0,
                     found: first,
                 })
-            };
+            }
+        };
+        let Some(producer) = self.producers.get(&id) else {
+            return from_zero();
         };
         if epoch < producer.epoch {
             return Err(SequenceError::StaleEpoch {
@@ -113,15 +116,7 @@ impl ProducerState {
             });
         }
         if epoch > producer.epoch {
-            // A bumped epoch starts its sequences again.
-            return if first == 0 {
-                Ok(Verdict::Append)
-            } else {
-                Err(SequenceError::OutOfOrder {
-                    expected: 0,
-                    found: first,
-                })
-            };
+            return from_zero();
         }
         if let Some(done) = producer
             .batches

@@ -43,6 +43,19 @@ const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 /// Per topic, per partition: an error code.
 pub(crate) type TopicCodes = Vec<(String, Vec<(i32, i16)>)>;
 
+/// The same error code for every partition of a commit.
+fn every_partition(offsets: &[(String, Vec<CommitPart>)], code: i16) -> TopicCodes {
+    offsets
+        .iter()
+        .map(|(t, parts)| {
+            (
+                t.clone(),
+                parts.iter().map(|p| (p.partition, code)).collect(),
+            )
+        })
+        .collect()
+}
+
 /// A request for a group, sent to the shard that coordinates it.
 pub(crate) enum GroupMsg {
     Join {
@@ -106,17 +119,6 @@ impl GroupMsg {
     /// not be opened): the client retries and the operator sees the cause in the log.
     pub fn unavailable(self) {
         let code = error_code::COORDINATOR_NOT_AVAILABLE;
-        let every = |offsets: &[(String, Vec<CommitPart>)]| {
-            offsets
-                .iter()
-                .map(|(t, parts)| {
-                    (
-                        t.clone(),
-                        parts.iter().map(|p| (p.partition, code)).collect(),
-                    )
-                })
-                .collect()
-        };
         match self {
             GroupMsg::Join { reply, .. } => {
                 let _ = reply.send(not_here_join());
@@ -134,7 +136,7 @@ impl GroupMsg {
                 let _ = reply.send((code, vec![code; members.len()]));
             }
             GroupMsg::Commit { reply, offsets, .. } => {
-                let _ = reply.send(every(&offsets));
+                let _ = reply.send(every_partition(&offsets, code));
             }
             GroupMsg::Fetch { reply, topics, .. } => {
                 let answer = topics
@@ -556,17 +558,7 @@ impl Coordinators {
         offsets: Vec<(String, Vec<CommitPart>)>,
         reply: oneshot::Sender<TopicCodes>,
     ) {
-        let all = |offsets: &[(String, Vec<CommitPart>)], code: i16| {
-            offsets
-                .iter()
-                .map(|(t, parts)| {
-                    (
-                        t.clone(),
-                        parts.iter().map(|p| (p.partition, code)).collect(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
+        let all = every_partition;
         if !offsets::fits(group) {
             let _ = reply.send(all(&offsets, error_code::INVALID_GROUP_ID));
             return;
@@ -906,18 +898,7 @@ fn answer_when_durable(
     tokio::task::spawn_local(async move {
         let answer = match durable.await {
             Ok(()) => codes,
-            Err(e) => {
-                let code = crate::partition::error_code_of(&e);
-                offsets
-                    .iter()
-                    .map(|(t, parts)| {
-                        (
-                            t.clone(),
-                            parts.iter().map(|p| (p.partition, code)).collect(),
-                        )
-                    })
-                    .collect()
-            }
+            Err(e) => every_partition(&offsets, crate::partition::error_code_of(&e)),
         };
         let _ = reply.send(answer);
     });

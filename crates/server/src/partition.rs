@@ -125,24 +125,32 @@ fn load_producers(log: &Log) -> Result<ProducerState, LogError> {
     };
     log.scan_headers_from(from, |header| {
         if header.producer_id >= 0 && !header.is_control() {
-            let batch = BatchMeta {
-                first_seq: header.base_sequence,
-                last_seq: producer::last_seq(
-                    header.base_sequence,
-                    header.last_offset_delta.max(0).saturating_add(1),
-                ),
-                base_offset: header.base_offset,
-                last_offset: header.last_offset(),
-            };
-            state.record(
-                header.producer_id,
-                header.producer_epoch,
-                batch,
-                header.max_timestamp,
-            );
+            record_batch(&mut state, header, header.base_offset, header.last_offset());
         }
     })?;
     Ok(state)
+}
+
+/// Records an idempotent producer's batch, now at `base_offset..=last_offset` in the log.
+fn record_batch(
+    state: &mut ProducerState,
+    header: &weir_log::batch::BatchHeader,
+    base_offset: i64,
+    last_offset: i64,
+) {
+    let records = header.last_offset_delta.max(0).saturating_add(1);
+    let batch = BatchMeta {
+        first_seq: header.base_sequence,
+        last_seq: producer::last_seq(header.base_sequence, records),
+        base_offset,
+        last_offset,
+    };
+    state.record(
+        header.producer_id,
+        header.producer_epoch,
+        batch,
+        header.max_timestamp,
+    );
 }
 
 /// Writes a producer snapshot covering the log below `offset`, which must be durable already:
@@ -488,21 +496,12 @@ fn produce(
         }
         Ok(appended) => {
             p.end.send_replace(p.log.log_end_offset());
-            if let Some(header) = idempotent {
-                let batch = BatchMeta {
-                    first_seq: header.base_sequence,
-                    last_seq: producer::last_seq(
-                        header.base_sequence,
-                        header.last_offset_delta.max(0).saturating_add(1),
-                    ),
-                    base_offset: appended.base_offset,
-                    last_offset: appended.last_offset,
-                };
-                p.producers.record(
-                    header.producer_id,
-                    header.producer_epoch,
-                    batch,
-                    header.max_timestamp,
+            if let Some(header) = &idempotent {
+                record_batch(
+                    &mut p.producers,
+                    header,
+                    appended.base_offset,
+                    appended.last_offset,
                 );
             }
             if p.log.segment_count() != p.snapshot_segments {

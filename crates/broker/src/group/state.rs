@@ -644,31 +644,16 @@ impl Group {
             // An unused pending id only ever held up a join phase; it changes no assignment.
             self.try_complete_join(now, out);
         }
-        let mut changed = false;
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.join.is_none() && m.sync.is_none() && m.session_deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &expired {
-            self.remove_member(id, out);
-            changed = true;
-        }
+        let changed = self.remove_members_where(
+            |m| m.join.is_none() && m.sync.is_none() && m.session_deadline <= now,
+            out,
+        );
         if self.state == GroupState::CompletingRebalance
             && self.sync_deadline.is_some_and(|d| d <= now)
         {
             // The leader never sent its assignment (or members never synced): drop those who
             // did not sync and start over.
-            let silent: Vec<String> = self
-                .members
-                .iter()
-                .filter(|(_, m)| m.sync.is_none())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &silent {
-                self.remove_member(id, out);
-            }
+            self.remove_members_where(|m| m.sync.is_none(), out);
             self.sync_deadline = None;
             self.prepare_rebalance(now, out);
             return;
@@ -737,6 +722,24 @@ impl Group {
         } else {
             Err(GroupError::UnknownMemberId)
         }
+    }
+
+    /// Removes every member `leaves` selects; returns whether any was.
+    fn remove_members_where(
+        &mut self,
+        leaves: impl Fn(&Member) -> bool,
+        out: &mut Vec<Effect>,
+    ) -> bool {
+        let leaving: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| leaves(m))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &leaving {
+            self.remove_member(id, out);
+        }
+        !leaving.is_empty()
     }
 
     fn remove_member(&mut self, id: &str, out: &mut Vec<Effect>) {
@@ -829,15 +832,7 @@ impl Group {
     /// Ends the join phase: members that did not rejoin are removed, a new generation starts
     /// and every joined member is answered (the leader with everybody's metadata).
     fn complete_join(&mut self, now: u64, out: &mut Vec<Effect>) {
-        let absent: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.join.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &absent {
-            self.remove_member(id, out);
-        }
+        self.remove_members_where(|m| m.join.is_none(), out);
         self.rebalance = None;
         // Generations stay positive, even after 2^31 rebalances.
         self.generation = self.generation.checked_add(1).unwrap_or(1);
