@@ -1,6 +1,7 @@
-//! The `weir` binary: `weir serve` runs the broker. The other subcommands (`topic`, `produce`,
-//! `consume`, `group`, `bench`) arrive with the CLI issue.
+//! The `weir` binary: `weir serve` runs the broker; `weir bench` loads one. The other
+//! subcommands (`topic`, `produce`, `consume`, `group`) arrive with the client layer.
 
+mod bench;
 mod serve;
 
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ const USAGE: &str = "usage: weir <command>
 
 commands:
   serve      run the broker (weir serve --help)
+  bench      load a broker and measure it (weir bench --help)
   version    print the version";
 
 fn main() -> ExitCode {
@@ -24,6 +26,19 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("weir serve: {e}");
                     ExitCode::from(1)
+                }
+            }
+        }
+        Some("bench") => {
+            if args.iter().any(|a| a == "--help" || a == "-h") {
+                println!("{}", bench::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            match bench::run(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err((code, e)) => {
+                    eprintln!("weir bench: {e}");
+                    ExitCode::from(code)
                 }
             }
         }

@@ -1261,3 +1261,66 @@ fn list_offsets_finds_the_exact_record_by_time_and_the_max_timestamp() {
         "max timestamp"
     );
 }
+
+#[test]
+fn bench_lean_produce_writes_what_it_reports() {
+    let weir = Weir::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "produce", "--lean", "--json", "--topic", "bench-t"])
+        .args(["--count", "20000", "--batch", "500", "--partitions", "2"])
+        .args(["--inflight", "3", "--acks", "-1", "--rate", "200000"])
+        .args(["--bootstrap", &weir.kafka.to_string()])
+        .output()
+        .expect("run weir bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for field in [
+        "\"records\":20000",
+        "\"requests\":40",
+        "\"errors\":0",
+        "\"latency_samples\":40",
+        "\"partitions\":2",
+    ] {
+        assert!(stdout.contains(field), "{field} missing in {stdout}");
+    }
+    // The records are in the log: 10,000 on each partition (round robin, 500 a batch).
+    let mut s = weir.connect();
+    let mut total = 0;
+    for p in 0..2 {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("bench-t")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(p)
+                    .with_timestamp(-1)])]);
+        let frame = request_frame(ApiKey::ListOffsets, 7, &request);
+        let (_, mut body) = call(&mut s, &frame, ApiKey::ListOffsets, 7);
+        let response = ListOffsetsResponse::decode(&mut body, 7).expect("ListOffsets");
+        let offset = response.topics[0].partitions[0].offset;
+        assert_eq!(offset, 10_000, "partition {p}");
+        total += offset;
+    }
+    assert_eq!(total, 20_000);
+    // Bad flags: exit 2 with the usage; an unreachable broker: exit 1 saying what to do.
+    let bad = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "produce", "--lean", "--acks", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("usage: weir bench"));
+    let down = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "produce", "--lean", "--bootstrap", "127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("is `weir serve` running?"));
+}

@@ -1,0 +1,284 @@
+//! `weir bench`: load against a running broker, with throughput and latency percentiles.
+//!
+//! Today: `weir bench produce --lean`, the pipelined producer that builds its own batches
+//! ([`lean`]). The library-client modes, consume and e2e arrive with the client layer.
+
+mod histogram;
+mod lean;
+
+use std::time::{Duration, Instant};
+
+use histogram::Histogram;
+
+pub const USAGE: &str = "usage: weir bench produce --lean [--bootstrap HOST:PORT] [--topic NAME]
+                  [--partitions N] [--size BYTES] [--batch RECORDS] [--count RECORDS]
+                  [--producers N] [--inflight N] [--acks 1|-1] [--rate RECORDS_PER_S] [--json]
+
+  --bootstrap   broker address (env WEIR_BOOTSTRAP; default 127.0.0.1:9092)
+  --topic       topic to produce to, created with --partitions if missing (weir-bench)
+  --size        value bytes per record (100); --batch records per batch (1000)
+  --count       records in all (10000000); --producers connections (1)
+  --inflight    unanswered requests per connection (4)
+  --acks        1 or -1 (1)
+  --rate        records per second in all, paced; latency counts from the intended send time
+  --json        one JSON object instead of the summary";
+
+#[derive(Debug, Clone)]
+pub struct ProduceOptions {
+    pub bootstrap: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub size: usize,
+    pub batch: usize,
+    pub count: u64,
+    pub producers: usize,
+    pub inflight: usize,
+    pub acks: i16,
+    pub rate: Option<f64>,
+    pub json: bool,
+}
+
+fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<ProduceOptions, String> {
+    let mut options = ProduceOptions {
+        bootstrap: env("WEIR_BOOTSTRAP").unwrap_or_else(|| "127.0.0.1:9092".to_string()),
+        topic: "weir-bench".to_string(),
+        partitions: 1,
+        size: 100,
+        batch: 1000,
+        count: 10_000_000,
+        producers: 1,
+        inflight: 4,
+        acks: 1,
+        rate: None,
+        json: false,
+    };
+    let mut lean = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        fn number<T: std::str::FromStr>(name: &str, value: String) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{name}: {value:?} is not a number"))
+        }
+        match name {
+            "--lean" => lean = true,
+            "--json" => options.json = true,
+            "--bootstrap" => options.bootstrap = value()?,
+            "--topic" => options.topic = value()?,
+            "--partitions" => options.partitions = number(name, value()?)?,
+            "--size" => options.size = number(name, value()?)?,
+            "--batch" => options.batch = number(name, value()?)?,
+            "--count" => options.count = number(name, value()?)?,
+            "--producers" => options.producers = number(name, value()?)?,
+            "--inflight" => options.inflight = number(name, value()?)?,
+            "--acks" => options.acks = number(name, value()?)?,
+            "--rate" => options.rate = Some(number(name, value()?)?),
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    if !lean {
+        return Err("only the lean mode exists yet: add --lean".to_string());
+    }
+    if !matches!(options.acks, 1 | -1) {
+        return Err("--acks must be 1 or -1 (latency needs answers)".to_string());
+    }
+    if options.batch == 0 || options.producers == 0 || options.inflight == 0 {
+        return Err("--batch, --producers and --inflight must be at least 1".to_string());
+    }
+    if !(1..=10_000).contains(&options.partitions) {
+        return Err("--partitions must be between 1 and 10000".to_string());
+    }
+    if options.rate.is_some_and(|r| r.is_nan() || r <= 0.0 || r.is_infinite()) {
+        return Err("--rate must be positive".to_string());
+    }
+    Ok(options)
+}
+
+/// Runs `weir bench <args>`; `Err` carries (exit code, message).
+pub fn run(args: &[String]) -> Result<(), (u8, String)> {
+    match args.first().map(String::as_str) {
+        Some("produce") => {}
+        Some(other) => return Err((2, format!("unknown bench {other:?}\n\n{USAGE}"))),
+        None => return Err((2, USAGE.to_string())),
+    }
+    let options =
+        parse(&args[1..], |v| std::env::var(v).ok()).map_err(|e| (2, format!("{e}\n\n{USAGE}")))?;
+    let partitions = lean::prepare_topic(&options.bootstrap, &options.topic, options.partitions)
+        .map_err(|e| (1, e))?;
+    let requests = options.count.div_ceil(options.batch as u64);
+    let per_producer = requests.div_ceil(options.producers as u64);
+    let interval = options.rate.map(|rate| {
+        // Each producer sends its share of the rate, one batch per request.
+        let requests_per_s = rate / options.batch as f64 / options.producers as f64;
+        Duration::from_secs_f64(1.0 / requests_per_s)
+    });
+    let started = Instant::now();
+    let results: Vec<Result<lean::Measured, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..options.producers)
+            .map(|i| {
+                let options = &options;
+                scope.spawn(move || {
+                    lean::run_producer(options, partitions, i as i32, per_producer, interval)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a producer panicked".into()))
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latency = Histogram::default();
+    let (mut records, mut requests_done, mut errors) = (0u64, 0u64, 0u64);
+    let mut first_error = None;
+    for result in results {
+        let measured = result.map_err(|e| (1, e))?;
+        latency.merge(&measured.latency);
+        records += measured.records;
+        requests_done += measured.requests;
+        errors += measured.errors;
+        first_error = first_error.or(measured.first_error);
+    }
+    let report = Report {
+        options: &options,
+        partitions,
+        records,
+        requests: requests_done,
+        errors,
+        seconds: elapsed,
+        latency: &latency,
+    };
+    if options.json {
+        println!("{}", report.json());
+    } else {
+        println!("{}", report.text());
+    }
+    match first_error {
+        Some(e) if errors > 0 => Err((1, format!("{errors} requests failed; first: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+struct Report<'a> {
+    options: &'a ProduceOptions,
+    partitions: i32,
+    records: u64,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    latency: &'a Histogram,
+}
+
+impl Report<'_> {
+    fn ms(&self, q: f64) -> f64 {
+        self.latency.quantile(q) as f64 / 1e6
+    }
+
+    fn text(&self) -> String {
+        let o = self.options;
+        format!(
+            "weir bench produce (lean): {} records of {} B, batches of {}, {} producer(s), \
+             {} in flight each, acks={}, {} partition(s){}\n\
+             throughput  {:.0} records/s  {:.1} MB/s  ({} requests in {:.2} s, {} failed)\n\
+             latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (per request)",
+            self.records,
+            o.size,
+            o.batch,
+            o.producers,
+            o.inflight,
+            o.acks,
+            self.partitions,
+            o.rate
+                .map_or(String::new(), |r| format!(", paced at {r:.0} records/s")),
+            self.records as f64 / self.seconds,
+            self.records as f64 * o.size as f64 / self.seconds / 1e6,
+            self.requests,
+            self.seconds,
+            self.errors,
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.latency.max() as f64 / 1e6,
+        )
+    }
+
+    fn json(&self) -> String {
+        let o = self.options;
+        format!(
+            "{{\"mode\":\"lean\",\"records\":{},\"size\":{},\"batch\":{},\"producers\":{},\
+             \"inflight\":{},\"acks\":{},\"partitions\":{},\"rate\":{},\"seconds\":{:.3},\
+             \"records_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"requests\":{},\"errors\":{},\
+             \"latency_samples\":{},\"latency_ms\":{{\"p50\":{:.4},\"p99\":{:.4},\"p999\":{:.4},\"max\":{:.4}}}}}",
+            self.records,
+            o.size,
+            o.batch,
+            o.producers,
+            o.inflight,
+            o.acks,
+            self.partitions,
+            o.rate.map_or("null".to_string(), |r| format!("{r:.0}")),
+            self.seconds,
+            self.records as f64 / self.seconds,
+            self.records as f64 * o.size as f64 / self.seconds / 1e6,
+            self.requests,
+            self.errors,
+            self.latency.count(),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.latency.max() as f64 / 1e6,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_parse_and_bad_ones_name_themselves() {
+        let o = parse(
+            &args(&[
+                "--lean",
+                "--size=1024",
+                "--batch",
+                "10",
+                "--rate",
+                "5000",
+                "--acks=-1",
+            ]),
+            |v| (v == "WEIR_BOOTSTRAP").then(|| "10.0.0.1:9092".to_string()),
+        )
+        .expect("parses");
+        assert_eq!((o.size, o.batch, o.acks), (1024, 10, -1));
+        assert_eq!(o.rate, Some(5000.0));
+        assert_eq!(o.bootstrap, "10.0.0.1:9092");
+        for (bad, says) in [
+            (&["--size", "x", "--lean"][..], "--size"),
+            (&["--lean", "--acks", "0"][..], "--acks"),
+            (&["--bogus"][..], "--bogus"),
+            (&[][..], "--lean"),
+            (&["--lean", "--rate", "0"][..], "--rate"),
+        ] {
+            let err = parse(&args(bad), |_| None).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+}
