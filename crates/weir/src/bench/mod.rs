@@ -98,7 +98,7 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Produc
     if !(1..=10_000).contains(&options.partitions) {
         return Err("--partitions must be between 1 and 10000".to_string());
     }
-    if options.rate.is_some_and(|r| r.is_nan() || r <= 0.0 || r.is_infinite()) {
+    if options.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
         return Err("--rate must be positive".to_string());
     }
     Ok(options)
