@@ -161,9 +161,7 @@ impl Group {
 
     /// The members, in join order, as DescribeGroups shows them.
     pub fn describe(&self) -> Vec<MemberDescription> {
-        let mut members: Vec<(&String, &Member)> = self.members.iter().collect();
-        members.sort_by_key(|(_, m)| m.seq);
-        members
+        self.in_join_order()
             .into_iter()
             .map(|(id, m)| MemberDescription {
                 member_id: id.clone(),
@@ -876,9 +874,7 @@ impl Group {
     fn join_response(&self, id: &str) -> JoinResponse {
         let leader = self.leader.clone().unwrap_or_default();
         let members = if leader == id {
-            let mut members: Vec<(&String, &Member)> = self.members.iter().collect();
-            members.sort_by_key(|(_, m)| m.seq);
-            members
+            self.in_join_order()
                 .into_iter()
                 .map(|(member_id, m)| JoinedMember {
                     member_id: member_id.clone(),
@@ -911,10 +907,16 @@ impl Group {
             .map_or(&[][..], |(_, metadata)| metadata)
     }
 
+    /// The members, the longest-present first.
+    fn in_join_order(&self) -> Vec<(&String, &Member)> {
+        let mut members: Vec<(&String, &Member)> = self.members.iter().collect();
+        members.sort_by_key(|(_, m)| m.seq);
+        members
+    }
+
     /// Protocols every member supports, in the order the longest-present member prefers them.
     fn candidate_protocols(&self) -> Vec<String> {
-        let mut members: Vec<&Member> = self.members.values().collect();
-        members.sort_by_key(|m| m.seq);
+        let members: Vec<&Member> = self.in_join_order().into_iter().map(|(_, m)| m).collect();
         let Some(first) = members.first() else {
             return Vec::new();
         };
