@@ -1263,7 +1263,7 @@ fn list_offsets_finds_the_exact_record_by_time_and_the_max_timestamp() {
 }
 
 #[test]
-fn bench_lean_produce_writes_what_it_reports() {
+fn bench_lean_produce_writes_what_it_reports_and_consume_reads_it_back() {
     let weir = Weir::start(&[]);
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["bench", "produce", "--lean", "--json", "--topic", "bench-t"])
@@ -1310,6 +1310,22 @@ fn bench_lean_produce_writes_what_it_reports() {
         total += offset;
     }
     assert_eq!(total, 20_000);
+    // And the lean consumer reads them all back.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["bench", "consume", "--lean", "--json", "--topic", "bench-t"])
+        .args(["--count", "20000", "--fetch-bytes", "100000"])
+        .args(["--bootstrap", &weir.kafka.to_string()])
+        .output()
+        .expect("run weir bench consume");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for field in ["\"bench\":\"consume\"", "\"records\":20000", "\"errors\":0"] {
+        assert!(stdout.contains(field), "{field} missing in {stdout}");
+    }
     // Bad flags: exit 2 with the usage; an unreachable broker: exit 1 saying what to do.
     let bad = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["bench", "produce", "--lean", "--acks", "0"])

@@ -24,7 +24,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use weir_log::batch::build::BatchBuilder;
 
 use super::histogram::Histogram;
-use super::ProduceOptions;
+use super::Options;
 
 const PRODUCE_VERSION: i16 = 9;
 /// Where the correlation id sits in a request frame: size (4), api key (2), api version (2).
@@ -33,6 +33,8 @@ const CORRELATION_AT: usize = 8;
 /// What one producer connection measured.
 pub struct Measured {
     pub records: u64,
+    /// Record bytes: produce counts values, consume the fetched batches.
+    pub bytes: u64,
     pub requests: u64,
     pub errors: u64,
     pub latency: Histogram,
@@ -126,7 +128,7 @@ pub fn connect(bootstrap: &str) -> Result<TcpStream, String> {
 }
 
 /// A Produce frame for `partition` carrying one batch of `records` values of `size` bytes.
-fn produce_frame(options: &ProduceOptions, partition: i32) -> Vec<u8> {
+fn produce_frame(options: &Options, partition: i32) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -149,7 +151,7 @@ fn produce_frame(options: &ProduceOptions, partition: i32) -> Vec<u8> {
 /// Runs one producer connection: `requests` requests, round-robin over `partitions`, at most
 /// `inflight` unanswered, spaced `interval` apart when a rate is set.
 pub fn run_producer(
-    options: &ProduceOptions,
+    options: &Options,
     partitions: i32,
     first_partition: i32,
     requests: u64,
@@ -164,6 +166,7 @@ pub fn run_producer(
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
         let mut measured = Measured {
             records: 0,
+            bytes: 0,
             requests: 0,
             errors: 0,
             latency: Histogram::default(),
@@ -231,5 +234,81 @@ pub fn run_producer(
         .join()
         .map_err(|_| "the response reader panicked".to_string())?;
     measured.records = (measured.requests - measured.errors) * options.batch as u64;
+    measured.bytes = measured.records * options.size as u64;
+    Ok(measured)
+}
+
+const FETCH_VERSION: i16 = 12;
+
+/// Reads every partition of the topic from its log start to the high watermark seen at the
+/// start (or `options.count` records, if fewer), one Fetch at a time per partition, each
+/// partition on its own connection. Records are counted from batch headers; bodies are not
+/// decoded (a lean consumer, like librdkafka with check.crcs=false).
+pub fn run_consumer(options: &Options, partition: i32, limit: u64) -> Result<Measured, String> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let mut stream = connect(&options.bootstrap)?;
+    let topic = TopicName(StrBytes::from_string(options.topic.clone()));
+    let mut measured = Measured {
+        records: 0,
+        bytes: 0,
+        requests: 0,
+        errors: 0,
+        latency: Histogram::default(),
+        first_error: None,
+    };
+    let mut offset = 0i64;
+    let mut end = None;
+    while measured.records < limit && end.is_none_or(|end| offset < end) {
+        let request = FetchRequest::default()
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(options.fetch_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(options.fetch_bytes)])]);
+        let started = Instant::now();
+        let mut body =
+            call(&mut stream, ApiKey::Fetch, FETCH_VERSION, &request).map_err(|e| e.to_string())?;
+        let response =
+            FetchResponse::decode(&mut body, FETCH_VERSION).map_err(|e| e.to_string())?;
+        measured.latency.record(started.elapsed().as_nanos() as u64);
+        measured.requests += 1;
+        let Some(part) = response
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+        else {
+            return Err("a Fetch response without the partition".to_string());
+        };
+        if part.error_code != 0 {
+            measured.errors += 1;
+            measured.first_error = Some(format!("fetch error code {}", part.error_code));
+            break;
+        }
+        end.get_or_insert(part.high_watermark);
+        let records = part.records.clone().unwrap_or_default();
+        measured.bytes += records.len() as u64;
+        let mut at = 0;
+        let mut moved = false;
+        while let Ok(header) = weir_log::batch::BatchHeader::decode(&records[at..]) {
+            if header.size() > records.len() - at {
+                break; // a partial batch at the end (not sent by Weir, allowed by Kafka)
+            }
+            if header.last_offset() >= offset {
+                let first = header.base_offset.max(offset);
+                measured.records += (header.last_offset() - first + 1) as u64;
+                offset = header.last_offset() + 1;
+                moved = true;
+            }
+            at += header.size();
+        }
+        if !moved && end.is_some_and(|end| offset >= end) {
+            break;
+        }
+    }
     Ok(measured)
 }

@@ -1,7 +1,8 @@
 //! `weir bench`: load against a running broker, with throughput and latency percentiles.
 //!
-//! Today: `weir bench produce --lean`, the pipelined producer that builds its own batches
-//! ([`lean`]). The library-client modes, consume and e2e arrive with the client layer.
+//! Today: `weir bench produce --lean`, the pipelined producer that builds its own batches, and
+//! `weir bench consume --lean`, which fetches them back counting batch headers ([`lean`]). The
+//! library-client modes and e2e arrive with the client layer.
 
 mod histogram;
 mod lean;
@@ -13,6 +14,8 @@ use histogram::Histogram;
 pub const USAGE: &str = "usage: weir bench produce --lean [--bootstrap HOST:PORT] [--topic NAME]
                   [--partitions N] [--size BYTES] [--batch RECORDS] [--count RECORDS]
                   [--producers N] [--inflight N] [--acks 1|-1] [--rate RECORDS_PER_S] [--json]
+       weir bench consume --lean [--bootstrap HOST:PORT] [--topic NAME] [--count RECORDS]
+                  [--fetch-bytes BYTES] [--json]
 
   --bootstrap   broker address (env WEIR_BOOTSTRAP; default 127.0.0.1:9092)
   --topic       topic to produce to, created with --partitions if missing (weir-bench)
@@ -21,10 +24,12 @@ pub const USAGE: &str = "usage: weir bench produce --lean [--bootstrap HOST:PORT
   --inflight    unanswered requests per connection (4)
   --acks        1 or -1 (1)
   --rate        records per second in all, paced; latency counts from the intended send time
+  --fetch-bytes consume: max bytes per Fetch (32 MiB); every partition from its start to
+                the end seen at the first fetch, one connection per partition
   --json        one JSON object instead of the summary";
 
 #[derive(Debug, Clone)]
-pub struct ProduceOptions {
+pub struct Options {
     pub bootstrap: String,
     pub topic: String,
     pub partitions: i32,
@@ -36,10 +41,11 @@ pub struct ProduceOptions {
     pub acks: i16,
     pub rate: Option<f64>,
     pub json: bool,
+    pub fetch_bytes: i32,
 }
 
-fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<ProduceOptions, String> {
-    let mut options = ProduceOptions {
+fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
+    let mut options = Options {
         bootstrap: env("WEIR_BOOTSTRAP").unwrap_or_else(|| "127.0.0.1:9092".to_string()),
         topic: "weir-bench".to_string(),
         partitions: 1,
@@ -51,6 +57,7 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Produc
         acks: 1,
         rate: None,
         json: false,
+        fetch_bytes: 32 * 1024 * 1024,
     };
     let mut lean = false;
     let mut rest = args.iter();
@@ -83,6 +90,7 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Produc
             "--inflight" => options.inflight = number(name, value()?)?,
             "--acks" => options.acks = number(name, value()?)?,
             "--rate" => options.rate = Some(number(name, value()?)?),
+            "--fetch-bytes" => options.fetch_bytes = number(name, value()?)?,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -91,6 +99,9 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Produc
     }
     if !matches!(options.acks, 1 | -1) {
         return Err("--acks must be 1 or -1 (latency needs answers)".to_string());
+    }
+    if options.fetch_bytes < 1 {
+        return Err("--fetch-bytes must be at least 1".to_string());
     }
     if options.batch == 0 || options.producers == 0 || options.inflight == 0 {
         return Err("--batch, --producers and --inflight must be at least 1".to_string());
@@ -106,13 +117,17 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Produc
 
 /// Runs `weir bench <args>`; `Err` carries (exit code, message).
 pub fn run(args: &[String]) -> Result<(), (u8, String)> {
-    match args.first().map(String::as_str) {
-        Some("produce") => {}
+    let consume = match args.first().map(String::as_str) {
+        Some("produce") => false,
+        Some("consume") => true,
         Some(other) => return Err((2, format!("unknown bench {other:?}\n\n{USAGE}"))),
         None => return Err((2, USAGE.to_string())),
-    }
+    };
     let options =
         parse(&args[1..], |v| std::env::var(v).ok()).map_err(|e| (2, format!("{e}\n\n{USAGE}")))?;
+    if consume {
+        return run_consume(&options);
+    }
     let partitions = lean::prepare_topic(&options.bootstrap, &options.topic, options.partitions)
         .map_err(|e| (1, e))?;
     let requests = options.count.div_ceil(options.batch as u64);
@@ -140,23 +155,57 @@ pub fn run(args: &[String]) -> Result<(), (u8, String)> {
             })
             .collect()
     });
+    summarize(&options, "produce", partitions, started, results)
+}
+
+fn run_consume(options: &Options) -> Result<(), (u8, String)> {
+    let partitions = lean::prepare_topic(&options.bootstrap, &options.topic, options.partitions)
+        .map_err(|e| (1, e))?;
+    let per_partition = options.count.div_ceil(partitions as u64);
+    let started = Instant::now();
+    let results: Vec<Result<lean::Measured, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..partitions)
+            .map(|p| scope.spawn(move || lean::run_consumer(options, p, per_partition)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a consumer panicked".into()))
+            })
+            .collect()
+    });
+    summarize(options, "consume", partitions, started, results)
+}
+
+/// Merges what the connections measured, prints the report, and fails if any request did.
+fn summarize(
+    options: &Options,
+    what: &'static str,
+    partitions: i32,
+    started: Instant,
+    results: Vec<Result<lean::Measured, String>>,
+) -> Result<(), (u8, String)> {
     let elapsed = started.elapsed().as_secs_f64();
     let mut latency = Histogram::default();
-    let (mut records, mut requests_done, mut errors) = (0u64, 0u64, 0u64);
+    let (mut records, mut requests, mut errors, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut first_error = None;
     for result in results {
         let measured = result.map_err(|e| (1, e))?;
         latency.merge(&measured.latency);
         records += measured.records;
-        requests_done += measured.requests;
+        bytes += measured.bytes;
+        requests += measured.requests;
         errors += measured.errors;
         first_error = first_error.or(measured.first_error);
     }
     let report = Report {
-        options: &options,
+        what,
+        bytes,
+        options,
         partitions,
         records,
-        requests: requests_done,
+        requests,
         errors,
         seconds: elapsed,
         latency: &latency,
@@ -173,7 +222,10 @@ pub fn run(args: &[String]) -> Result<(), (u8, String)> {
 }
 
 struct Report<'a> {
-    options: &'a ProduceOptions,
+    what: &'static str,
+    /// Record bytes moved (produce: values; consume: fetched batches).
+    bytes: u64,
+    options: &'a Options,
     partitions: i32,
     records: u64,
     requests: u64,
@@ -187,14 +239,18 @@ impl Report<'_> {
         self.latency.quantile(q) as f64 / 1e6
     }
 
-    fn text(&self) -> String {
+    /// What was run, in words.
+    fn setup(&self) -> String {
         let o = self.options;
+        if self.what == "consume" {
+            return format!(
+                "{} partition(s), one connection each, fetches of up to {} bytes",
+                self.partitions, o.fetch_bytes
+            );
+        }
         format!(
-            "weir bench produce (lean): {} records of {} B, batches of {}, {} producer(s), \
-             {} in flight each, acks={}, {} partition(s){}\n\
-             throughput  {:.0} records/s  {:.1} MB/s  ({} requests in {:.2} s, {} failed)\n\
-             latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (per request)",
-            self.records,
+            "{} B records, batches of {}, {} producer(s), {} in flight each, acks={}, \
+             {} partition(s){}",
             o.size,
             o.batch,
             o.producers,
@@ -203,8 +259,19 @@ impl Report<'_> {
             self.partitions,
             o.rate
                 .map_or(String::new(), |r| format!(", paced at {r:.0} records/s")),
+        )
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "weir bench {} (lean): {} records; {}\n\
+             throughput  {:.0} records/s  {:.1} MB/s  ({} requests in {:.2} s, {} failed)\n\
+             latency     p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (per request)",
+            self.what,
+            self.records,
+            self.setup(),
             self.records as f64 / self.seconds,
-            self.records as f64 * o.size as f64 / self.seconds / 1e6,
+            self.bytes as f64 / self.seconds / 1e6,
             self.requests,
             self.seconds,
             self.errors,
@@ -218,21 +285,24 @@ impl Report<'_> {
     fn json(&self) -> String {
         let o = self.options;
         format!(
-            "{{\"mode\":\"lean\",\"records\":{},\"size\":{},\"batch\":{},\"producers\":{},\
-             \"inflight\":{},\"acks\":{},\"partitions\":{},\"rate\":{},\"seconds\":{:.3},\
-             \"records_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"requests\":{},\"errors\":{},\
-             \"latency_samples\":{},\"latency_ms\":{{\"p50\":{:.4},\"p99\":{:.4},\"p999\":{:.4},\"max\":{:.4}}}}}",
+            "{{\"bench\":\"{}\",\"mode\":\"lean\",\"records\":{},\"bytes\":{},\
+             \"partitions\":{},\"size\":{},\"batch\":{},\"producers\":{},\"inflight\":{},\
+             \"acks\":{},\"rate\":{},\"seconds\":{:.3},\"records_per_sec\":{:.0},\
+             \"mb_per_sec\":{:.2},\"requests\":{},\"errors\":{},\"latency_samples\":{},\
+             \"latency_ms\":{{\"p50\":{:.4},\"p99\":{:.4},\"p999\":{:.4},\"max\":{:.4}}}}}",
+            self.what,
             self.records,
+            self.bytes,
+            self.partitions,
             o.size,
             o.batch,
             o.producers,
             o.inflight,
             o.acks,
-            self.partitions,
             o.rate.map_or("null".to_string(), |r| format!("{r:.0}")),
             self.seconds,
             self.records as f64 / self.seconds,
-            self.records as f64 * o.size as f64 / self.seconds / 1e6,
+            self.bytes as f64 / self.seconds / 1e6,
             self.requests,
             self.errors,
             self.latency.count(),
