@@ -91,6 +91,23 @@ pub struct Described {
     pub entries: Vec<ConfigEntry>,
 }
 
+/// Kafka's type of a config, as DescribeConfigs (v3+) reports it: 1 BOOLEAN, 2 STRING, 3 INT,
+/// 5 LONG, 7 LIST; 0 UNKNOWN for a name this table lacks.
+pub fn config_type(name: &str) -> i8 {
+    match name {
+        "auto.create.topics.enable" => 1,
+        "log.dirs" | "cleanup.policy" => 7,
+        "segment.bytes"
+        | "index.interval.bytes"
+        | "max.message.bytes"
+        | "num.partitions"
+        | "socket.request.max.bytes"
+        | "broker.id" => 3,
+        "segment.ms" | "retention.bytes" | "retention.ms" | "flush.messages" | "flush.ms" => 5,
+        _ => 0,
+    }
+}
+
 pub fn describe_response(results: Vec<Described>) -> DescribeConfigsResponse {
     DescribeConfigsResponse::default().with_results(
         results
@@ -106,6 +123,10 @@ pub fn describe_response(results: Vec<Described>) -> DescribeConfigsResponse {
                             .into_iter()
                             .map(|e| {
                                 DescribeConfigsResourceResult::default()
+                                    .with_config_type(config_type(&e.name))
+                                    // Documentation is not served: null, as Kafka sends when
+                                    // it is not asked for.
+                                    .with_documentation(None)
                                     .with_name(StrBytes::from_string(e.name))
                                     .with_value(Some(StrBytes::from_string(e.value)))
                                     .with_read_only(e.read_only)

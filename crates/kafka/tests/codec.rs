@@ -544,4 +544,17 @@ fn config_and_delete_records_responses_encode_at_every_served_version() {
                 .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
         }
     }
+    // v4 as a client reads it: the entry's type is Kafka's, and no documentation was asked for.
+    let bytes = encode_response(
+        id(ApiKey::DescribeConfigs, 4),
+        &Response::DescribeConfigs(described()),
+        false,
+    )
+    .expect("encodes");
+    let (_, mut body) = response_body(&bytes, ApiKey::DescribeConfigs, 4);
+    let decoded =
+        kafka_protocol::messages::DescribeConfigsResponse::decode(&mut body, 4).expect("decodes");
+    let entry = &decoded.results[0].configs[0];
+    assert_eq!(entry.config_type, 5, "retention.ms is a LONG");
+    assert_eq!(entry.documentation, None);
 }
