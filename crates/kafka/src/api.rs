@@ -28,6 +28,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// The served version range of `key`, if Weir serves it at all.
@@ -68,6 +69,7 @@ pub fn name(key: i16) -> Option<&'static str> {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeCluster => "DescribeCluster",
         _ => return None,
     })
 }

@@ -10,6 +10,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod coordinator;
 pub mod delete_records;
+pub mod describe_cluster;
 mod error;
 pub mod error_code;
 pub mod fetch;
@@ -57,6 +58,7 @@ pub enum Request {
     DescribeGroups(group_admin::DescribeGroupsRequest),
     DeleteGroups(group_admin::DeleteGroupsRequest),
     InitProducerId(producer_id::InitProducerIdRequest),
+    DescribeCluster(describe_cluster::DescribeClusterRequest),
 }
 
 /// What a request frame turned out to be.
@@ -142,6 +144,9 @@ pub fn decode_request(frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         ApiKey::InitProducerId => {
             Request::InitProducerId(producer_id::decode(&mut reader, version)?)
         }
+        ApiKey::DescribeCluster => {
+            Request::DescribeCluster(describe_cluster::decode(&mut reader, version)?)
+        }
         _ => return Ok(Decoded::Unsupported(id)),
     };
     Ok(Decoded::Request { header, request })
@@ -173,6 +178,7 @@ pub enum Response {
     DescribeGroups(kafka_protocol::messages::DescribeGroupsResponse),
     DeleteGroups(kafka_protocol::messages::DeleteGroupsResponse),
     InitProducerId(kafka_protocol::messages::InitProducerIdResponse),
+    DescribeCluster(kafka_protocol::messages::DescribeClusterResponse),
 }
 
 /// A response that cannot be encoded at the request's version: a bug of ours (a field set that
@@ -226,6 +232,7 @@ pub fn encode_response(
         Response::DescribeGroups(_) => (ApiKey::DescribeGroups, id.api_version),
         Response::DeleteGroups(_) => (ApiKey::DeleteGroups, id.api_version),
         Response::InitProducerId(_) => (ApiKey::InitProducerId, id.api_version),
+        Response::DescribeCluster(_) => (ApiKey::DescribeCluster, id.api_version),
     };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // size, filled in below
@@ -259,6 +266,7 @@ pub fn encode_response(
         Response::DescribeGroups(body) => body.encode(&mut buf, version),
         Response::DeleteGroups(body) => body.encode(&mut buf, version),
         Response::InitProducerId(body) => body.encode(&mut buf, version),
+        Response::DescribeCluster(body) => body.encode(&mut buf, version),
     }
     .map_err(error)?;
     let size = (buf.len() - 4) as i32;

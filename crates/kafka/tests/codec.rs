@@ -558,3 +558,66 @@ fn config_and_delete_records_responses_encode_at_every_served_version() {
     assert_eq!(entry.config_type, 5, "retention.ms is a LONG");
     assert_eq!(entry.documentation, None);
 }
+
+#[test]
+fn describe_cluster_round_trips_at_every_version() {
+    use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+    use weir_kafka::describe_cluster;
+    use weir_kafka::metadata::Node;
+    let (_, min, max) = api::supported_range(ApiKey::DescribeCluster as i16).expect("served");
+    let node = Node {
+        node_id: 0,
+        host: "broker.example".into(),
+        port: 9092,
+    };
+    for version in min..=max {
+        let mut request = DescribeClusterRequest::default()
+            .with_include_cluster_authorized_operations(version % 2 == 0);
+        if version >= 1 {
+            request = request.with_endpoint_type(1);
+        }
+        let bytes = frame(ApiKey::DescribeCluster, version, 11, &request);
+        let Ok(Decoded::Request {
+            request: Request::DescribeCluster(decoded),
+            ..
+        }) = decode_request(&bytes)
+        else {
+            panic!("v{version}: not decoded");
+        };
+        assert_eq!(
+            decoded.include_cluster_authorized_operations,
+            version % 2 == 0
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_request(&bytes[..cut]).is_err(),
+                "v{version} cut {cut}"
+            );
+        }
+        let id = RequestId {
+            api_key: ApiKey::DescribeCluster as i16,
+            api_version: version,
+            correlation_id: 11,
+        };
+        let built = describe_cluster::response(version, &decoded, &node, "cluster-x");
+        let encoded =
+            encode_response(id, &Response::DescribeCluster(built), false).expect("encodes");
+        let (correlation, mut body) = response_body(&encoded, ApiKey::DescribeCluster, version);
+        assert_eq!(correlation, 11);
+        let response = DescribeClusterResponse::decode(&mut body, version).expect("decodes");
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.cluster_id.as_str(), "cluster-x");
+        assert_eq!(response.controller_id.0, 0);
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.brokers[0].host.as_str(), "broker.example");
+        assert_eq!(response.brokers[0].port, 9092);
+    }
+    // Controllers are not exposed separately: UNSUPPORTED_ENDPOINT_TYPE.
+    let request = describe_cluster::DescribeClusterRequest {
+        include_cluster_authorized_operations: false,
+        endpoint_type: 2,
+    };
+    let built = describe_cluster::response(1, &request, &node, "c");
+    assert_eq!(built.error_code, 115);
+    assert!(built.brokers.is_empty());
+}

@@ -171,6 +171,14 @@ async fn answer(broker: &Arc<Broker>, peer: &str, frame: &[u8]) -> Option<Option
         Request::DescribeGroups(request) => groups::describe(broker, version, request).await,
         Request::DeleteGroups(request) => groups::delete(broker, request).await,
         Request::InitProducerId(request) => producers::init_producer_id(broker, request).await,
+        Request::DescribeCluster(request) => {
+            Response::DescribeCluster(weir_kafka::describe_cluster::response(
+                version,
+                &request,
+                &broker.node(),
+                &broker.cluster_id,
+            ))
+        }
     };
     encoded(encode_response(header.id, &response, false))
 }
