@@ -22,6 +22,29 @@ use super::{
     SyncRequest, SyncResponse, Token,
 };
 
+/// The answer to a JoinGroup that failed.
+fn join_failed(token: Token, member_id: impl Into<String>, error: GroupError) -> Effect {
+    Effect::Join(
+        token,
+        JoinResponse {
+            error: Some(error),
+            member_id: member_id.into(),
+            ..JoinResponse::default()
+        },
+    )
+}
+
+/// The answer to a SyncGroup that failed.
+fn sync_failed(token: Token, error: GroupError) -> Effect {
+    Effect::Sync(
+        token,
+        SyncResponse {
+            error: Some(error),
+            ..SyncResponse::default()
+        },
+    )
+}
+
 /// Protocols (assignors) one member may offer. Clients offer a handful; the protocol vote
 /// compares every member's list, so a peer must not make it long.
 pub const PROTOCOLS_PER_MEMBER_MAX: usize = 32;
@@ -207,16 +230,7 @@ impl Group {
 
     /// JoinGroup. The answer comes as an [`Effect::Join`] for `token`, now or later.
     pub fn join(&mut self, now: u64, token: Token, request: JoinRequest, out: &mut Vec<Effect>) {
-        let fail = |error| {
-            Effect::Join(
-                token,
-                JoinResponse {
-                    error: Some(error),
-                    member_id: request.member_id.clone(),
-                    ..JoinResponse::default()
-                },
-            )
-        };
+        let fail = |error| join_failed(token, request.member_id.clone(), error);
         let timeouts = self.config.session_timeout_ms_min..=self.config.session_timeout_ms_max;
         if !timeouts.contains(&request.session_timeout_ms) {
             out.push(fail(GroupError::InvalidSessionTimeout));
@@ -279,21 +293,12 @@ impl Group {
             }
         } else if request.require_known_member_id {
             if self.members.len() + self.pending.len() >= self.config.members_max {
-                let response = JoinResponse {
-                    error: Some(GroupError::GroupMaxSizeReached),
-                    ..JoinResponse::default()
-                };
-                out.push(Effect::Join(token, response));
+                out.push(join_failed(token, "", GroupError::GroupMaxSizeReached));
                 return;
             }
             self.pending
                 .insert(id.clone(), now + request.session_timeout_ms);
-            let response = JoinResponse {
-                error: Some(GroupError::MemberIdRequired),
-                member_id: id,
-                ..JoinResponse::default()
-            };
-            out.push(Effect::Join(token, response));
+            out.push(join_failed(token, id, GroupError::MemberIdRequired));
             return;
         }
         self.add_member(now, id, token, request, out);
@@ -313,12 +318,7 @@ impl Group {
         out: &mut Vec<Effect>,
     ) {
         if self.members.len() >= self.config.members_max {
-            let response = JoinResponse {
-                error: Some(GroupError::GroupMaxSizeReached),
-                member_id: id,
-                ..JoinResponse::default()
-            };
-            out.push(Effect::Join(token, response));
+            out.push(join_failed(token, id, GroupError::GroupMaxSizeReached));
             return;
         }
         self.next_seq += 1;
@@ -367,13 +367,10 @@ impl Group {
         let member = self.members.get_mut(id).expect("known member");
         if let Some(old) = member.join.replace(token) {
             // The same member joined twice; only the newer request is answered with the result.
-            out.push(Effect::Join(
+            out.push(join_failed(
                 old,
-                JoinResponse {
-                    error: Some(GroupError::RebalanceInProgress),
-                    member_id: id.to_string(),
-                    ..JoinResponse::default()
-                },
+                id.to_string(),
+                GroupError::RebalanceInProgress,
             ));
         }
         member.client_id = request.client_id;
@@ -397,22 +394,11 @@ impl Group {
         out: &mut Vec<Effect>,
     ) {
         let mut member = self.members.remove(old).expect("static member is a member");
-        let fenced = |member_id: &str| JoinResponse {
-            error: Some(GroupError::FencedInstanceId),
-            member_id: member_id.to_string(),
-            ..JoinResponse::default()
-        };
         if let Some(waiting) = member.join.take() {
-            out.push(Effect::Join(waiting, fenced(old)));
+            out.push(join_failed(waiting, old, GroupError::FencedInstanceId));
         }
         if let Some(waiting) = member.sync.take() {
-            out.push(Effect::Sync(
-                waiting,
-                SyncResponse {
-                    error: Some(GroupError::FencedInstanceId),
-                    ..SyncResponse::default()
-                },
-            ));
+            out.push(sync_failed(waiting, GroupError::FencedInstanceId));
         }
         let changed = member.protocols != request.protocols;
         let old_leader = self.leader.clone().unwrap_or_default();
@@ -452,15 +438,7 @@ impl Group {
     /// SyncGroup. The answer comes as an [`Effect::Sync`] for `token`, now or once the leader's
     /// assignment arrives.
     pub fn sync(&mut self, now: u64, token: Token, request: SyncRequest, out: &mut Vec<Effect>) {
-        let fail = |error| {
-            Effect::Sync(
-                token,
-                SyncResponse {
-                    error: Some(error),
-                    ..SyncResponse::default()
-                },
-            )
-        };
+        let fail = |error| sync_failed(token, error);
         if let Err(error) = self.check_member(&request.member_id, &request.group_instance_id) {
             out.push(fail(error));
             return;
@@ -488,13 +466,7 @@ impl Group {
             GroupState::CompletingRebalance => {
                 let member = self.members.get_mut(&id).expect("checked");
                 if let Some(old) = member.sync.replace(token) {
-                    out.push(Effect::Sync(
-                        old,
-                        SyncResponse {
-                            error: Some(GroupError::RebalanceInProgress),
-                            ..SyncResponse::default()
-                        },
-                    ));
+                    out.push(sync_failed(old, GroupError::RebalanceInProgress));
                 }
                 member.session_deadline = now + member.session_timeout_ms;
                 if self.leader.as_deref() == Some(id.as_str()) {
@@ -671,23 +643,14 @@ impl Group {
     pub fn abandon(&mut self, out: &mut Vec<Effect>) {
         for (id, member) in self.members.iter_mut() {
             if let Some(waiting) = member.join.take() {
-                out.push(Effect::Join(
+                out.push(join_failed(
                     waiting,
-                    JoinResponse {
-                        error: Some(GroupError::CoordinatorNotAvailable),
-                        member_id: id.clone(),
-                        ..JoinResponse::default()
-                    },
+                    id.clone(),
+                    GroupError::CoordinatorNotAvailable,
                 ));
             }
             if let Some(waiting) = member.sync.take() {
-                out.push(Effect::Sync(
-                    waiting,
-                    SyncResponse {
-                        error: Some(GroupError::CoordinatorNotAvailable),
-                        ..SyncResponse::default()
-                    },
-                ));
+                out.push(sync_failed(waiting, GroupError::CoordinatorNotAvailable));
             }
         }
     }
@@ -750,23 +713,14 @@ impl Group {
             }
         }
         if let Some(waiting) = member.join {
-            out.push(Effect::Join(
+            out.push(join_failed(
                 waiting,
-                JoinResponse {
-                    error: Some(GroupError::UnknownMemberId),
-                    member_id: id.to_string(),
-                    ..JoinResponse::default()
-                },
+                id.to_string(),
+                GroupError::UnknownMemberId,
             ));
         }
         if let Some(waiting) = member.sync {
-            out.push(Effect::Sync(
-                waiting,
-                SyncResponse {
-                    error: Some(GroupError::UnknownMemberId),
-                    ..SyncResponse::default()
-                },
-            ));
+            out.push(sync_failed(waiting, GroupError::UnknownMemberId));
         }
         if self.leader.as_deref() == Some(id) {
             self.leader = self
@@ -781,13 +735,7 @@ impl Group {
         if self.state == GroupState::CompletingRebalance {
             for member in self.members.values_mut() {
                 if let Some(waiting) = member.sync.take() {
-                    out.push(Effect::Sync(
-                        waiting,
-                        SyncResponse {
-                            error: Some(GroupError::RebalanceInProgress),
-                            ..SyncResponse::default()
-                        },
-                    ));
+                    out.push(sync_failed(waiting, GroupError::RebalanceInProgress));
                 }
             }
         }
