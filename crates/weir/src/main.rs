@@ -2,6 +2,7 @@
 //! subcommands (`topic`, `produce`, `consume`, `group`) arrive with the client layer.
 
 mod bench;
+mod flags;
 mod serve;
 
 use std::process::ExitCode;

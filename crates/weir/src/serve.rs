@@ -136,24 +136,17 @@ pub fn resolve(
 ) -> Result<ServerConfig, String> {
     let mut flags = Vec::new();
     let mut file = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        if name == "--config" {
-            file = Some(value()?);
-        } else if let Some((_, key)) = FLAGS.iter().find(|(flag, _)| *flag == name) {
-            flags.push((*key, value()?));
-        } else {
-            return Err(format!("unknown argument {arg:?}"));
+    // Unknown names take no value, so they are reported as unknown, not as missing one.
+    let takes_value = |name: &str| name == "--config" || FLAGS.iter().any(|(f, _)| *f == name);
+    for (name, value) in crate::flags::split(args, |name| !takes_value(name))? {
+        let key = FLAGS
+            .iter()
+            .find(|(flag, _)| *flag == name)
+            .map(|(_, key)| *key);
+        match (name.as_str(), key, value) {
+            ("--config", _, Some(value)) => file = Some(value),
+            (_, Some(key), Some(value)) => flags.push((key, value)),
+            (name, _, _) => return Err(format!("unknown argument {name:?}")),
         }
     }
     let mut config = ServerConfig::default();
@@ -317,6 +310,8 @@ mod tests {
         assert!(err.contains("shards"), "{err}");
         let err = resolve(&args(&["--bogus"]), |_| None).unwrap_err();
         assert!(err.contains("--bogus"), "{err}");
+        let err = resolve(&args(&["--bogus=1"]), |_| None).unwrap_err();
+        assert!(err.contains("unknown argument \"--bogus\""), "{err}");
         let err = resolve(&[], |v| (v == "WEIR_KAFKA_LISTEN").then(|| "nope".into())).unwrap_err();
         assert!(err.contains("WEIR_KAFKA_LISTEN"), "{err}");
         let err = resolve(&args(&["--kafka-listen"]), |_| None).unwrap_err();

@@ -28,6 +28,21 @@ pub const USAGE: &str = "usage: weir bench produce --lean [--bootstrap HOST:PORT
                 the end seen at the first fetch, one connection per partition
   --json        one JSON object instead of the summary";
 
+/// The flags that take a value; the others (`--lean`, `--json`) are switches.
+const VALUE_FLAGS: [&str; 11] = [
+    "--bootstrap",
+    "--topic",
+    "--partitions",
+    "--size",
+    "--batch",
+    "--count",
+    "--producers",
+    "--inflight",
+    "--acks",
+    "--rate",
+    "--fetch-bytes",
+];
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub bootstrap: String,
@@ -60,38 +75,30 @@ fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Option
         fetch_bytes: 32 * 1024 * 1024,
     };
     let mut lean = false;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        fn number<T: std::str::FromStr>(name: &str, value: String) -> Result<T, String> {
-            value
-                .parse()
-                .map_err(|_| format!("{name}: {value:?} is not a number"))
-        }
-        match name {
-            "--lean" => lean = true,
-            "--json" => options.json = true,
-            "--bootstrap" => options.bootstrap = value()?,
-            "--topic" => options.topic = value()?,
-            "--partitions" => options.partitions = number(name, value()?)?,
-            "--size" => options.size = number(name, value()?)?,
-            "--batch" => options.batch = number(name, value()?)?,
-            "--count" => options.count = number(name, value()?)?,
-            "--producers" => options.producers = number(name, value()?)?,
-            "--inflight" => options.inflight = number(name, value()?)?,
-            "--acks" => options.acks = number(name, value()?)?,
-            "--rate" => options.rate = Some(number(name, value()?)?),
-            "--fetch-bytes" => options.fetch_bytes = number(name, value()?)?,
-            _ => return Err(format!("unknown argument {arg:?}")),
+    fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
+        value
+            .parse()
+            .map_err(|_| format!("{name}: {value:?} is not a number"))
+    }
+    // Unknown names take no value, so they are reported as unknown, not as missing one.
+    let takes_value = |name: &str| VALUE_FLAGS.contains(&name);
+    for (name, value) in crate::flags::split(args, |name| !takes_value(name))? {
+        let name = name.as_str();
+        match (name, value.as_deref()) {
+            ("--lean", None) => lean = true,
+            ("--json", None) => options.json = true,
+            ("--bootstrap", Some(v)) => options.bootstrap = v.to_string(),
+            ("--topic", Some(v)) => options.topic = v.to_string(),
+            ("--partitions", Some(v)) => options.partitions = number(name, v)?,
+            ("--size", Some(v)) => options.size = number(name, v)?,
+            ("--batch", Some(v)) => options.batch = number(name, v)?,
+            ("--count", Some(v)) => options.count = number(name, v)?,
+            ("--producers", Some(v)) => options.producers = number(name, v)?,
+            ("--inflight", Some(v)) => options.inflight = number(name, v)?,
+            ("--acks", Some(v)) => options.acks = number(name, v)?,
+            ("--rate", Some(v)) => options.rate = Some(number(name, v)?),
+            ("--fetch-bytes", Some(v)) => options.fetch_bytes = number(name, v)?,
+            _ => return Err(format!("unknown argument {name:?}")),
         }
     }
     if !lean {
@@ -344,6 +351,7 @@ mod tests {
             (&["--size", "x", "--lean"][..], "--size"),
             (&["--lean", "--acks", "0"][..], "--acks"),
             (&["--bogus"][..], "--bogus"),
+            (&["--lean", "--json=yes"][..], "unknown argument \"--json\""),
             (&[][..], "--lean"),
             (&["--lean", "--rate", "0"][..], "--rate"),
         ] {
