@@ -232,6 +232,15 @@ def committed_offset(group, topic):
     return found[0].offset
 
 
+def check_group_read(client, values, group, topic):
+    """A group consumer read the 40 records of a 2-partition topic and committed them."""
+    if values != {f"v{i}" for i in range(40)}:
+        fail(f"read {len(values)} distinct values")
+    if committed_offset(group, topic) != 20:
+        fail(f"committed {committed_offset(group, topic)} on partition 0, not 20")
+    print(f"OK {client} group 40", flush=True)
+
+
 def kafka_python_group():
     import kafka
 
@@ -253,11 +262,7 @@ def kafka_python_group():
             break
     consumer.commit()
     consumer.close()
-    if values != {f"v{i}" for i in range(40)}:
-        fail(f"read {len(values)} distinct values")
-    if committed_offset(group, topic) != 20:
-        fail(f"committed {committed_offset(group, topic)} on partition 0, not 20")
-    print("OK kafka-python group 40", flush=True)
+    check_group_read("kafka-python", values, group, topic)
 
 
 def aiokafka_group():
@@ -291,11 +296,7 @@ def aiokafka_group():
         return values
 
     values = asyncio.run(run())
-    if values != {f"v{i}" for i in range(40)}:
-        fail(f"read {len(values)} distinct values")
-    if committed_offset(group, topic) != 20:
-        fail(f"committed {committed_offset(group, topic)} on partition 0, not 20")
-    print("OK aiokafka group 40", flush=True)
+    check_group_read("aiokafka", values, group, topic)
 
 
 def commit():

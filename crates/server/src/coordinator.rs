@@ -37,6 +37,8 @@ const OFFSETS_CHUNK_BYTES: usize = 1024 * 1024;
 const OFFSETS_BATCH_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// A log is compacted once it holds this many records more than twice its live entries.
 const COMPACTION_SLACK_RECORDS: i64 = 10_000;
+/// Bytes of the offsets log read at a time while replaying it on start.
+const REPLAY_READ_BYTES: u64 = 1024 * 1024;
 /// Kafka's offsets.topic.segment.bytes.
 const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 
@@ -558,9 +560,8 @@ impl Coordinators {
         offsets: Vec<(String, Vec<CommitPart>)>,
         reply: oneshot::Sender<TopicCodes>,
     ) {
-        let all = every_partition;
         if !offsets::fits(group) {
-            let _ = reply.send(all(&offsets, error_code::INVALID_GROUP_ID));
+            let _ = reply.send(every_partition(&offsets, error_code::INVALID_GROUP_ID));
             return;
         }
         let metadata_max = self
@@ -577,12 +578,12 @@ impl Coordinators {
             None => Err(GroupError::IllegalGeneration),
         };
         if let Err(error) = validated {
-            let _ = reply.send(all(&offsets, group_error_code(error)));
+            let _ = reply.send(every_partition(&offsets, group_error_code(error)));
             return;
         }
         let commit_time_ms = wall_clock_ms();
         let Some(partition) = self.partition(group) else {
-            let _ = reply.send(all(&offsets, error_code::NOT_COORDINATOR));
+            let _ = reply.send(every_partition(&offsets, error_code::NOT_COORDINATOR));
             return;
         };
         let mut batch = BatchBuilder::new(commit_time_ms);
@@ -620,11 +621,17 @@ impl Coordinators {
         }
         match partition.log.append(&mut batch.build()) {
             Err(LogError::BatchTooLarge { .. }) => {
-                let _ = reply.send(all(&offsets, error_code::INVALID_COMMIT_OFFSET_SIZE));
+                let _ = reply.send(every_partition(
+                    &offsets,
+                    error_code::INVALID_COMMIT_OFFSET_SIZE,
+                ));
             }
             Err(e) => {
                 eprintln!("weir: offsets log append failed: {e}");
-                let _ = reply.send(all(&offsets, crate::partition::error_code_of(&e)));
+                let _ = reply.send(every_partition(
+                    &offsets,
+                    crate::partition::error_code_of(&e),
+                ));
             }
             Ok(appended) => {
                 // Applied now, so a fetch on this shard sees the commit in order with it; the
@@ -947,7 +954,7 @@ fn replay(log: &Log) -> Result<OffsetStore, LogError> {
         cause: format!("offsets log {}: {reason}", log.dir().display()),
     };
     while offset < end {
-        let copy = log.read_copy(offset, 1024 * 1024)?;
+        let copy = log.read_copy(offset, REPLAY_READ_BYTES)?;
         if copy.next_offset <= offset {
             return Err(corrupt(format!(
                 "no batch at offset {offset} below the end {end}"

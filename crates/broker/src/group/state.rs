@@ -89,6 +89,19 @@ struct Member {
     seq: u64,
 }
 
+impl Member {
+    /// Takes what a rejoining member's request says about it; its session starts again.
+    fn rejoined(&mut self, now: u64, request: JoinRequest) {
+        self.client_id = request.client_id;
+        self.client_host = request.client_host;
+        self.session_timeout_ms = request.session_timeout_ms;
+        self.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        self.protocol_type = request.protocol_type;
+        self.protocols = request.protocols;
+        self.session_deadline = now + self.session_timeout_ms;
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Rebalance {
     /// When the join phase ends, joined or not.
@@ -373,13 +386,7 @@ impl Group {
                 GroupError::RebalanceInProgress,
             ));
         }
-        member.client_id = request.client_id;
-        member.client_host = request.client_host;
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        member.protocol_type = request.protocol_type;
-        member.protocols = request.protocols;
-        member.session_deadline = now + member.session_timeout_ms;
+        member.rejoined(now, request);
     }
 
     /// A static member came back with no member id (a restarted process): it takes over the
@@ -407,13 +414,7 @@ impl Group {
         }
         let instance = request.group_instance_id.clone().expect("static member");
         self.instances.insert(instance, id.to_string());
-        member.client_id = request.client_id;
-        member.client_host = request.client_host;
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        member.protocol_type = request.protocol_type;
-        member.protocols = request.protocols;
-        member.session_deadline = now + member.session_timeout_ms;
+        member.rejoined(now, request);
         self.members.insert(id.to_string(), member);
         match self.state {
             GroupState::Stable if !changed => {

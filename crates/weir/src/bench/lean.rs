@@ -27,10 +27,15 @@ use super::histogram::Histogram;
 use super::Options;
 
 const PRODUCE_VERSION: i16 = 9;
+/// The largest response the bench accepts (a Fetch answers with up to `--fetch-bytes`).
+const RESPONSE_BYTES_MAX: i32 = 256 * 1024 * 1024;
+/// Socket read buffer of a producer's response reader.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Where the correlation id sits in a request frame: size (4), api key (2), api version (2).
 const CORRELATION_AT: usize = 8;
 
-/// What one producer connection measured.
+/// What one connection measured.
+#[derive(Default)]
 pub struct Measured {
     pub records: u64,
     /// Record bytes: produce counts values, consume the fetched batches.
@@ -61,7 +66,7 @@ fn read_response(stream: &mut impl Read, key: ApiKey, version: i16) -> std::io::
     let mut size = [0u8; 4];
     stream.read_exact(&mut size)?;
     let size = i32::from_be_bytes(size);
-    if !(4..=256 * 1024 * 1024).contains(&size) {
+    if !(4..=RESPONSE_BYTES_MAX).contains(&size) {
         return Err(std::io::Error::other(format!("response size {size}")));
     }
     let mut body = vec![0u8; size as usize];
@@ -163,15 +168,8 @@ pub fn run_producer(
     // The window: each entry is a request in flight (its intended send time).
     let (sent, in_flight) = mpsc::sync_channel::<Instant>(options.inflight.max(1) - 1);
     let reader = std::thread::spawn(move || -> Measured {
-        let mut reader = BufReader::with_capacity(64 * 1024, stream);
-        let mut measured = Measured {
-            records: 0,
-            bytes: 0,
-            requests: 0,
-            errors: 0,
-            latency: Histogram::default(),
-            first_error: None,
-        };
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+        let mut measured = Measured::default();
         while let Ok(intended) = in_flight.recv() {
             let answer = read_response(&mut reader, ApiKey::Produce, PRODUCE_VERSION).and_then(
                 |mut body| {
@@ -249,14 +247,7 @@ pub fn run_consumer(options: &Options, partition: i32, limit: u64) -> Result<Mea
     use kafka_protocol::messages::{FetchRequest, FetchResponse};
     let mut stream = connect(&options.bootstrap)?;
     let topic = TopicName(StrBytes::from_string(options.topic.clone()));
-    let mut measured = Measured {
-        records: 0,
-        bytes: 0,
-        requests: 0,
-        errors: 0,
-        latency: Histogram::default(),
-        first_error: None,
-    };
+    let mut measured = Measured::default();
     let mut offset = 0i64;
     let mut end = None;
     while measured.records < limit && end.is_none_or(|end| offset < end) {
