@@ -1,0 +1,194 @@
+//! The consumer: a group member ([`Consumer::subscribe`]) or a reader of chosen partitions
+//! ([`Consumer::assign`]). Offsets are committed when the application says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+use crate::shared::{blocking, Ctx, Shared};
+use crate::Config;
+
+/// librdkafka settings every Weir consumer starts from (a [`Config::set`] overrides them).
+pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
+    // At least once: an offset is committed after the application handled the record.
+    ("enable.auto.commit", "false"),
+    ("enable.partition.eof", "false"),
+];
+
+/// How long one wait for a record lasts before the breaker is consulted again.
+const RECV_SLICE: Duration = Duration::from_millis(200);
+
+/// Where an assigned consumer starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Beginning,
+    End,
+    /// This offset in every partition.
+    Offset(i64),
+    /// The first record at or after this time (milliseconds since the epoch).
+    Time(i64),
+}
+
+/// A record read from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Milliseconds since the epoch, as the record carries it.
+    pub timestamp: Option<i64>,
+}
+
+/// A consumer.
+pub struct Consumer {
+    inner: Arc<StreamConsumer<Ctx>>,
+    shared: Arc<Shared>,
+    request_timeout: Duration,
+}
+
+impl Consumer {
+    fn create(config: &Config, group: Option<&str>) -> Result<Consumer> {
+        let ctx = Ctx::new(config);
+        let mut rd = config.rdkafka(&CONSUMER_DEFAULTS);
+        if let Some(group) = group {
+            rd.set("group.id", group);
+        }
+        let inner: StreamConsumer<Ctx> = ctx.create(&rd)?;
+        Ok(Consumer {
+            inner: Arc::new(inner),
+            shared: ctx.shared,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// Joins `group` and consumes `topics` from the partitions the group assigns. A partition
+    /// without a committed offset starts at `auto.offset.reset` (Kafka's default, `latest`,
+    /// unless [`Config::set`] says otherwise).
+    pub async fn subscribe(config: &Config, group: &str, topics: &[&str]) -> Result<Consumer> {
+        let consumer = Consumer::create(config, Some(group))?;
+        consumer.shared.connect(consumer.probe()).await?;
+        consumer
+            .inner
+            .subscribe(topics)
+            .map_err(|e| Error::kafka(format!("subscribe to {topics:?}"), &e))?;
+        Ok(consumer)
+    }
+
+    /// Reads every partition of `topic` from `start`, outside any group.
+    pub async fn assign(config: &Config, topic: &str, start: Start) -> Result<Consumer> {
+        let consumer = Consumer::create(config, None)?;
+        consumer.shared.connect(consumer.probe()).await?;
+        let inner = consumer.inner.clone();
+        let topic = topic.to_string();
+        let timeout = consumer.request_timeout;
+        blocking(move || {
+            let metadata = inner
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| Error::kafka(format!("topic {topic}"), &e))?;
+            let partitions = match metadata.topics().first() {
+                Some(t) => match t.error() {
+                    Some(code) => return Err(Error::code(format!("topic {topic}"), code.into())),
+                    None => t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>(),
+                },
+                None => Vec::new(),
+            };
+            let mut list = TopicPartitionList::new();
+            for p in partitions {
+                let offset = match start {
+                    Start::Beginning => Offset::Beginning,
+                    Start::End => Offset::End,
+                    Start::Offset(n) => Offset::Offset(n),
+                    Start::Time(ms) => Offset::Offset(ms),
+                };
+                list.add_partition_offset(&topic, p, offset)
+                    .map_err(|e| Error::kafka("assign", &e))?;
+            }
+            if let Start::Time(_) = start {
+                list = inner
+                    .offsets_for_times(list, timeout)
+                    .map_err(|e| Error::kafka(format!("offsets by time in {topic}"), &e))?;
+            }
+            inner
+                .assign(&list)
+                .map_err(|e| Error::kafka(format!("assign {topic}"), &e))
+        })
+        .await?;
+        Ok(consumer)
+    }
+
+    /// The next record. Fails fast while the broker is unreachable.
+    pub async fn recv(&self) -> Result<Message> {
+        loop {
+            if let Some(message) = self.recv_timeout(RECV_SLICE).await? {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// The next record, or `None` if none arrives within `wait`.
+    pub async fn recv_timeout(&self, wait: Duration) -> Result<Option<Message>> {
+        self.shared.admit(self.probe()).await?;
+        match tokio::time::timeout(wait, self.inner.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(Error::kafka("consume", &e)),
+            Ok(Ok(m)) => {
+                self.shared.succeeded();
+                let headers = m.headers().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                });
+                Ok(Some(Message {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                    timestamp: m.timestamp().to_millis(),
+                }))
+            }
+        }
+    }
+
+    /// Commits `message` as handled: the group resumes after it.
+    pub async fn commit(&self, message: &Message) -> Result<()> {
+        self.commit_offsets(&[(message.topic.clone(), message.partition, message.offset + 1)])
+            .await
+    }
+
+    /// Commits (topic, partition, next offset to read) for the group, waiting for the broker.
+    pub async fn commit_offsets(&self, offsets: &[(String, i32, i64)]) -> Result<()> {
+        let inner = self.inner.clone();
+        let offsets = offsets.to_vec();
+        blocking(move || {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition, offset) in &offsets {
+                list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(|e| Error::kafka("commit", &e))?;
+            }
+            inner
+                .commit(&list, CommitMode::Sync)
+                .map_err(|e| Error::kafka("commit", &e))
+        })
+        .await
+    }
+
+    fn probe(&self) -> impl FnOnce() -> Result<()> + Send + 'static {
+        let inner = self.inner.clone();
+        let timeout = self.request_timeout;
+        move || {
+            inner
+                .fetch_metadata(None, timeout)
+                .map(drop)
+                .map_err(|e| Error::kafka("metadata", &e))
+        }
+    }
+}
