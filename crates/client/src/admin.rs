@@ -89,6 +89,9 @@ pub struct GroupDescription {
 /// The admin client.
 pub struct Admin {
     inner: Arc<AdminClient<Ctx>>,
+    /// Metadata and offsets go through a consumer handle: the admin handle's metadata
+    /// requests would auto-create the topic they ask about.
+    reader: Arc<BaseConsumer<Ctx>>,
     shared: Arc<Shared>,
     config: Config,
 }
@@ -98,8 +101,12 @@ impl Admin {
     pub async fn connect(config: &Config) -> Result<Admin> {
         let ctx = Ctx::new(config);
         let inner: AdminClient<Ctx> = ctx.create(&config.rdkafka(&[]))?;
+        let mut rd = config.rdkafka(&CONSUMER_DEFAULTS);
+        rd.set("allow.auto.create.topics", "false");
+        let reader: BaseConsumer<Ctx> = ctx.create(&rd)?;
         let admin = Admin {
             inner: Arc::new(inner),
+            reader: Arc::new(reader),
             shared: ctx.shared,
             config: config.clone(),
         };
@@ -146,14 +153,13 @@ impl Admin {
 
     /// Every topic, by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicSummary>> {
-        let inner = self.inner.clone();
+        let inner = self.reader.clone();
         let timeout = self.config.request_timeout;
         let mut topics = self
             .retry(|| {
                 let inner = inner.clone();
                 blocking(move || {
                     let metadata = inner
-                        .inner()
                         .fetch_metadata(None, timeout)
                         .map_err(|e| Error::kafka("list topics", &e))?;
                     Ok(metadata
@@ -406,13 +412,13 @@ impl Admin {
 
     /// Partitions of `topic` with leaders and offsets.
     async fn partitions(&self, topic: &str) -> Result<Vec<PartitionInfo>> {
-        let inner = self.inner.clone();
+        let inner = self.reader.clone();
         let timeout = self.config.request_timeout;
         let what = format!("topic {topic}");
         self.retry(|| {
             let (inner, topic, what) = (inner.clone(), topic.to_string(), what.clone());
             blocking(move || {
-                let client = inner.inner();
+                let client = inner.client();
                 let metadata = client
                     .fetch_metadata(Some(&topic), timeout)
                     .map_err(|e| Error::kafka(&what, &e))?;

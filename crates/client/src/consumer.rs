@@ -57,9 +57,9 @@ impl Consumer {
     fn create(config: &Config, group: Option<&str>) -> Result<Consumer> {
         let ctx = Ctx::new(config);
         let mut rd = config.rdkafka(&CONSUMER_DEFAULTS);
-        if let Some(group) = group {
-            rd.set("group.id", group);
-        }
+        // librdkafka wants a group id even to assign partitions; one that never joins or
+        // commits leaves no trace on the broker.
+        rd.set("group.id", group.unwrap_or("weir-assign"));
         let inner: StreamConsumer<Ctx> = ctx.create(&rd)?;
         Ok(Consumer {
             inner: Arc::new(inner),

@@ -102,6 +102,6 @@ pub use admin::Admin;
 pub use config::{Config, BOOTSTRAP_DEFAULT};
 pub use consumer::{Consumer, Message, Start};
 pub use error::{Error, Result};
-pub use producer::{Delivered, Producer, Record};
+pub use producer::{Delivered, Pending, Producer, Record};
 /// The library underneath, for settings and types this layer does not wrap.
 pub use rdkafka;

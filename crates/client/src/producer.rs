@@ -1,12 +1,16 @@
 //! The producer: idempotent, keys partitioned like the Java client, and failing fast while the
 //! broker is unreachable.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use rdkafka::util::Timeout;
 
 use crate::error::{Error, Result};
 use crate::shared::{Ctx, Shared};
@@ -71,6 +75,42 @@ impl<'a> Record<'a> {
     }
 }
 
+/// How long `send` waits before retrying a record that found librdkafka's queue full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+
+/// A queued record's acknowledgement, to await.
+pub struct Pending {
+    delivery: DeliveryFuture,
+    shared: Arc<Shared>,
+    topic: String,
+}
+
+impl Future for Pending {
+    type Output = Result<Delivered>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Delivered>> {
+        let answer = match Pin::new(&mut self.delivery).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(answer) => answer,
+        };
+        Poll::Ready(match answer {
+            Ok(Ok(delivery)) => {
+                self.shared.succeeded();
+                Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
+            }
+            Ok(Err((e, _))) => Err(Error::kafka(format!("send to {}", self.topic), &e)),
+            // librdkafka dropped the record without a report: only when the producer is dropped.
+            Err(_) => Err(Error::Invalid(format!(
+                "send to {}: the producer was closed before the record was acknowledged",
+                self.topic
+            ))),
+        })
+    }
+}
+
 /// Where an acknowledged record was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -104,6 +144,21 @@ impl Producer {
     /// Sends one record and waits for its acknowledgement. Waits for room while librdkafka's
     /// queue (`queue.buffering.max.messages`) is full; fails at once while the breaker is open.
     pub async fn send(&self, record: &Record<'_>) -> Result<Delivered> {
+        loop {
+            match self.enqueue(record).await {
+                Ok(pending) => return pending.await,
+                Err(e) if e.error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues one record and returns at once; the [`Pending`] resolves when the broker has
+    /// acknowledged it. Records queued one after another keep their order within a partition.
+    /// A full queue is the error `QueueFull`: await an earlier `Pending` and try again.
+    pub async fn enqueue(&self, record: &Record<'_>) -> Result<Pending> {
         self.shared.admit(self.probe()).await?;
         let mut future = FutureRecord::<[u8], [u8]>::to(record.topic);
         if let Some(key) = record.key {
@@ -128,14 +183,12 @@ impl Producer {
             }
             future = future.headers(headers);
         }
-        match self.inner.send(future, Timeout::Never).await {
-            Ok(delivery) => {
-                self.shared.succeeded();
-                Ok(Delivered {
-                    partition: delivery.partition,
-                    offset: delivery.offset,
-                })
-            }
+        match self.inner.send_result(future) {
+            Ok(delivery) => Ok(Pending {
+                delivery,
+                shared: self.shared.clone(),
+                topic: record.topic.to_string(),
+            }),
             Err((e, _)) => Err(Error::kafka(format!("send to {}", record.topic), &e)),
         }
     }

@@ -18,6 +18,8 @@ const CONNECT_POLL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Shared {
     pub bootstrap: String,
+    /// How long one TCP connect to a bootstrap address may take.
+    connect_timeout: Duration,
     breaker: Mutex<Breaker>,
 }
 
@@ -46,8 +48,20 @@ impl Shared {
             Admit::Pass => Ok(()),
             Admit::Reject(cause) => Err(self.unreachable(cause)),
             Admit::Probe => {
-                let answer = blocking(probe).await;
-                let cause = answer.as_ref().err().map(ToString::to_string);
+                let (bootstrap, timeout) = (self.bootstrap.clone(), self.connect_timeout);
+                let answer = blocking(move || {
+                    reach(&bootstrap, timeout).map_err(|cause| Error::Unreachable {
+                        bootstrap: bootstrap.clone(),
+                        cause,
+                    })?;
+                    probe()
+                })
+                .await;
+                let cause = match &answer {
+                    Err(Error::Unreachable { cause, .. }) => Some(cause.clone()),
+                    Err(e) => Some(e.to_string()),
+                    Ok(()) => None,
+                };
                 self.breaker().probed(
                     Instant::now(),
                     answer.is_ok(),
@@ -64,6 +78,16 @@ impl Shared {
     /// Waits for the broker's first answer, or fails as soon as librdkafka reports it
     /// unreachable.
     pub async fn connect(&self, probe: impl FnOnce() -> Result<()> + Send + 'static) -> Result<()> {
+        // A plain TCP connect first: it names the cause ("connection refused") at once, where
+        // librdkafka would retry quietly until its timeout.
+        let (bootstrap, timeout) = (self.bootstrap.clone(), self.connect_timeout);
+        let reached = tokio::task::spawn_blocking(move || reach(&bootstrap, timeout))
+            .await
+            .unwrap_or_else(|e| Err(format!("connect check panicked: {e}")));
+        if let Err(cause) = reached {
+            self.breaker().failed(Instant::now(), &cause);
+            return Err(self.unreachable(cause));
+        }
         let task = tokio::task::spawn_blocking(probe);
         loop {
             if task.is_finished() {
@@ -92,6 +116,44 @@ impl Shared {
     }
 }
 
+/// Opens (and closes) a TCP connection to one of the `bootstrap` addresses; the error is the
+/// last address's cause, in words ("connection refused").
+pub(crate) fn reach(bootstrap: &str, timeout: Duration) -> std::result::Result<(), String> {
+    let mut cause = format!("no address in {bootstrap:?}");
+    for server in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let addrs = match std::net::ToSocketAddrs::to_socket_addrs(server) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                cause = format!("cannot resolve {server}: {e}");
+                continue;
+            }
+        };
+        for addr in addrs {
+            match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                Ok(_) => return Ok(()),
+                Err(e) => cause = io_cause(&e),
+            }
+        }
+    }
+    Err(cause)
+}
+
+/// "connection refused", not "Connection refused (os error 111)".
+fn io_cause(e: &std::io::Error) -> String {
+    let text = match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+            "connection timed out".to_string()
+        }
+        _ => e.to_string(),
+    };
+    text.split(" (os error").next().unwrap_or(&text).to_string()
+}
+
 /// Runs a blocking librdkafka call on tokio's blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
@@ -112,6 +174,7 @@ impl Ctx {
         Ctx {
             shared: Arc::new(Shared {
                 bootstrap: config.bootstrap.clone(),
+                connect_timeout: config.connect_timeout,
                 breaker: Mutex::new(Breaker::new(config.breaker)),
             }),
         }

@@ -1,7 +1,8 @@
-//! The `weir` binary: `weir serve` runs the broker; `weir bench` loads one. The other
-//! subcommands (`topic`, `produce`, `consume`, `group`) arrive with the client layer.
+//! The `weir` binary: `weir serve` runs the broker; `weir bench` loads one; `topic`,
+//! `produce`, `consume` and `group` are the client commands ([`cli`]).
 
 mod bench;
+mod cli;
 mod flags;
 mod serve;
 
@@ -11,8 +12,14 @@ const USAGE: &str = "usage: weir <command>
 
 commands:
   serve      run the broker (weir serve --help)
+  topic      create, list, describe, alter and delete topics (weir topic --help)
+  produce    send lines from stdin or a file as records (weir produce --help)
+  consume    print records as they arrive (weir consume --help)
+  group      list, describe, reset and delete consumer groups (weir group --help)
   bench      load a broker and measure it (weir bench --help)
-  version    print the version";
+  version    print the version
+
+The client commands take --bootstrap HOST:PORT (env WEIR_BOOTSTRAP; default 127.0.0.1:9092).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +49,9 @@ fn main() -> ExitCode {
                     ExitCode::from(code)
                 }
             }
+        }
+        Some(command @ ("topic" | "produce" | "consume" | "group")) => {
+            cli::main(command, &args[1..])
         }
         Some("version" | "--version" | "-V") => {
             println!("weir {}", env!("CARGO_PKG_VERSION"));

@@ -5,108 +5,12 @@
 //! (tests/clients/kafkajs.js). Consumer groups with every client, and committed offsets across
 //! broker restarts: tests/clients/groups.py.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-fn python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "no .venv: scripts/test installs the Python clients"
-    );
-    eprintln!("SKIPPED: no .venv (scripts/test installs the Python clients)");
-    None
-}
-
-struct Serve {
-    child: std::process::Child,
-    kafka: String,
-    dir: PathBuf,
-    /// Keep the data directory when dropped (a restart follows).
-    keep: bool,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "weir-clients-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Serve::start_in(dir, &[])
-    }
-
-    /// Stops the broker with `signal` (TERM or KILL) and starts it again on the same data.
-    fn restart(mut self, signal: &str) -> Serve {
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        let status = self.child.wait().expect("wait");
-        if signal == "TERM" {
-            assert!(
-                status.success(),
-                "weir serve exited with {status} on SIGTERM"
-            );
-        }
-        self.keep = true;
-        Serve::start_in(self.dir.clone(), &[])
-    }
-
-    fn start_in(dir: PathBuf, extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args([
-                "serve",
-                "--kafka-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn weir serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let kafka = loop {
-            assert!(Instant::now() < deadline, "no listening line");
-            let line = lines.next().expect("weir exited").expect("read");
-            if let Some(addr) = line.strip_prefix("weir: kafka listening on ") {
-                break addr.to_string();
-            }
-        };
-        // Keep draining stderr so the broker never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Serve {
-            child,
-            kafka,
-            dir,
-            keep: false,
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
+use common::{python, Serve};
 
 /// Runs tests/clients/groups.py in `mode` and checks it printed `expect`; returns its output.
 fn groups(python: &PathBuf, serve: &Serve, args: &[&str], expect: &str) -> String {

@@ -1,0 +1,115 @@
+//! What the client test files share: the Python venv and a `weir serve` child process.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn python() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "no .venv: scripts/test installs the Python clients"
+    );
+    eprintln!("SKIPPED: no .venv (scripts/test installs the Python clients)");
+    None
+}
+
+pub struct Serve {
+    pub child: std::process::Child,
+    pub kafka: String,
+    pub dir: PathBuf,
+    /// Keep the data directory when dropped (a restart follows).
+    keep: bool,
+}
+
+impl Serve {
+    pub fn start() -> Serve {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "weir-clients-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Serve::start_in(dir, &[])
+    }
+
+    /// Stops the broker with `signal` (TERM or KILL) and starts it again on the same data.
+    pub fn restart(self, signal: &str) -> Serve {
+        self.restart_with(signal, &[])
+    }
+
+    /// Restarts on the same Kafka port, so clients that know only that address reconnect.
+    pub fn restart_same_port(self, signal: &str) -> Serve {
+        let listen = self.kafka.clone();
+        self.restart_with(signal, &["--kafka-listen", &listen])
+    }
+
+    fn restart_with(mut self, signal: &str, extra: &[&str]) -> Serve {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        let status = self.child.wait().expect("wait");
+        if signal == "TERM" {
+            assert!(
+                status.success(),
+                "weir serve exited with {status} on SIGTERM"
+            );
+        }
+        self.keep = true;
+        Serve::start_in(self.dir.clone(), extra)
+    }
+
+    pub fn start_in(dir: PathBuf, extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args([
+                "serve",
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weir serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let kafka = loop {
+            assert!(Instant::now() < deadline, "no listening line");
+            let line = lines.next().expect("weir exited").expect("read");
+            if let Some(addr) = line.strip_prefix("weir: kafka listening on ") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stderr so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Serve {
+            child,
+            kafka,
+            dir,
+            keep: false,
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
