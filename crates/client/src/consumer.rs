@@ -123,6 +123,24 @@ impl Consumer {
         Ok(consumer)
     }
 
+    /// Reads the given (topic, partition, offset)s, outside any group.
+    pub async fn assign_partitions(config: &Config, at: &[(String, i32, i64)]) -> Result<Consumer> {
+        let consumer = Consumer::create(config, None)?;
+        consumer.shared.connect(consumer.probe()).await?;
+        let inner = consumer.inner.clone();
+        let at = at.to_vec();
+        blocking(move || {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition, offset) in &at {
+                list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(|e| Error::kafka("assign", &e))?;
+            }
+            inner.assign(&list).map_err(|e| Error::kafka("assign", &e))
+        })
+        .await?;
+        Ok(consumer)
+    }
+
     /// The next record. Fails fast while the broker is unreachable.
     pub async fn recv(&self) -> Result<Message> {
         loop {

@@ -621,3 +621,68 @@ fn client_producer_rides_out_a_broker_restart_without_loss_or_duplicates() {
     }
     assert!(seen.iter().all(|s| *s));
 }
+
+#[test]
+fn bench_library_modes_and_e2e_report_what_they_moved() {
+    let serve = Serve::start();
+    let b = serve.kafka.as_str();
+    let produced = weir_json(
+        b,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "lb",
+            "--partitions",
+            "3",
+            "--count",
+            "20000",
+            "--keys",
+            "100",
+            "--acks",
+            "-1",
+        ],
+    );
+    assert_eq!(produced["mode"], "library");
+    assert_eq!(
+        (produced["records"].as_u64(), produced["errors"].as_u64()),
+        (Some(20_000), Some(0))
+    );
+    assert_eq!(produced["latency_samples"], 20_000);
+    // The topic holds exactly what was acknowledged, spread by the 100 keys.
+    let described = weir_json(b, &["topic", "describe", "lb"]);
+    let ends: Vec<i64> = described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["latest"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ends.iter().sum::<i64>(), 20_000);
+    assert!(ends.iter().all(|n| *n > 0), "{ends:?}");
+
+    let consumed = weir_json(
+        b,
+        &["bench", "consume", "--topic", "lb", "--consumers", "2"],
+    );
+    assert_eq!(
+        (consumed["mode"].as_str(), consumed["records"].as_u64()),
+        (Some("library"), Some(20_000))
+    );
+    assert_eq!(consumed["bytes"], 20_000 * 100);
+
+    let e2e = weir_json(
+        b,
+        &[
+            "bench", "e2e", "--topic", "lb", "--count", "5000", "--rate", "20000",
+        ],
+    );
+    assert_eq!(
+        (e2e["records"].as_u64(), e2e["received"].as_u64()),
+        (Some(5000), Some(5000))
+    );
+    assert_eq!(e2e["latency_samples"], 5000);
+    let p50 = e2e["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 5000.0, "{e2e}");
+    let (code, _, err) = weir(b, &["bench", "e2e", "--lean"], "");
+    assert_eq!(code, 2, "{err}");
+}

@@ -9,6 +9,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,8 @@ pub fn run_producer(
     first_partition: i32,
     requests: u64,
     interval: Option<Duration>,
+    done: &AtomicU64,
+    stop: &AtomicBool,
 ) -> Result<Measured, String> {
     let stream = connect(&options.bootstrap)?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
@@ -208,6 +211,9 @@ pub fn run_producer(
     });
     let started = Instant::now();
     for i in 0..requests {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let intended = match interval {
             Some(gap) => {
                 let at = started + gap.mul_f64(i as f64);
@@ -226,6 +232,8 @@ pub fn run_producer(
         if sent.send(intended).is_err() || writer.write_all(frame).is_err() {
             break;
         }
+        // Progress counts what was sent: the reader thread owns the answers.
+        done.fetch_add(options.batch as u64, Ordering::Relaxed);
     }
     drop(sent);
     let mut measured = reader
@@ -242,7 +250,13 @@ const FETCH_VERSION: i16 = 12;
 /// start (or `options.count` records, if fewer), one Fetch at a time per partition, each
 /// partition on its own connection. Records are counted from batch headers; bodies are not
 /// decoded (a lean consumer, like librdkafka with check.crcs=false).
-pub fn run_consumer(options: &Options, partition: i32, limit: u64) -> Result<Measured, String> {
+pub fn run_consumer(
+    options: &Options,
+    partition: i32,
+    limit: u64,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<Measured, String> {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, FetchResponse};
     let mut stream = connect(&options.bootstrap)?;
@@ -250,7 +264,10 @@ pub fn run_consumer(options: &Options, partition: i32, limit: u64) -> Result<Mea
     let mut measured = Measured::default();
     let mut offset = 0i64;
     let mut end = None;
-    while measured.records < limit && end.is_none_or(|end| offset < end) {
+    while measured.records < limit
+        && end.is_none_or(|end| offset < end)
+        && !stop.load(Ordering::Relaxed)
+    {
         let request = FetchRequest::default()
             .with_max_wait_ms(500)
             .with_min_bytes(1)
@@ -291,7 +308,9 @@ pub fn run_consumer(options: &Options, partition: i32, limit: u64) -> Result<Mea
             }
             if header.last_offset() >= offset {
                 let first = header.base_offset.max(offset);
-                measured.records += (header.last_offset() - first + 1) as u64;
+                let records = (header.last_offset() - first + 1) as u64;
+                measured.records += records;
+                done.fetch_add(records, Ordering::Relaxed);
                 offset = header.last_offset() + 1;
                 moved = true;
             }
