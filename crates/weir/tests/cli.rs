@@ -686,3 +686,45 @@ fn bench_library_modes_and_e2e_report_what_they_moved() {
     let (code, _, err) = weir(b, &["bench", "e2e", "--lean"], "");
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn bench_draws_a_progress_bar_on_a_terminal_only() {
+    // `script` (util-linux) gives the bench a pseudo-terminal.
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "no `script` command"
+        );
+        eprintln!("SKIPPED: no `script` command");
+        return;
+    }
+    let serve = Serve::start();
+    let bench = format!(
+        "{} bench produce --bootstrap {} --topic tty --count 20000 --rate 20000",
+        env!("CARGO_BIN_EXE_weir"),
+        serve.kafka
+    );
+    let out = Command::new("script")
+        .args(["-qec", &bench, "/dev/null"])
+        .output()
+        .expect("script runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("produce [#"),
+        "a bar on the terminal: {shown:?}"
+    );
+    assert!(shown.contains("records/s"), "{shown:?}");
+    // Not on a pipe: the report alone.
+    let (code, piped, err) = weir(
+        &serve.kafka,
+        &["bench", "produce", "--topic", "tty", "--count", "2000"],
+        "",
+    );
+    assert_eq!(code, 0);
+    assert!(
+        piped.starts_with("weir bench produce (library): 2000 records"),
+        "{piped}"
+    );
+    assert!(!err.contains('#'), "{err:?}");
+}
