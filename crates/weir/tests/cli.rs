@@ -728,3 +728,86 @@ fn bench_draws_a_progress_bar_on_a_terminal_only() {
     );
     assert!(!err.contains('#'), "{err:?}");
 }
+
+#[test]
+fn client_breaker_fails_fast_while_the_broker_is_gone_and_probes_back() {
+    use weir_client::breaker::BreakerConfig;
+    let serve = Serve::start();
+    let mut config = Config::new(serve.kafka.clone());
+    config.breaker = BreakerConfig {
+        grace: Duration::from_millis(500),
+        open_for: Duration::from_millis(300),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let producer = runtime
+        .block_on(Producer::connect(&config))
+        .expect("producer");
+    let record = |v: &'static str| Record::new("breaker").key(b"k").value(v.as_bytes());
+    runtime
+        .block_on(producer.send(&record("before")))
+        .expect("sent");
+
+    let (dir, kafka) = serve.kill_keep();
+    // Records queue during the grace; then calls fail at once, naming the cause.
+    let lost_at = Instant::now();
+    let mut queued = Vec::new();
+    let refused = runtime.block_on(async {
+        loop {
+            assert!(
+                lost_at.elapsed() < Duration::from_secs(15),
+                "the breaker never opened"
+            );
+            match producer.enqueue(&record("during")).await {
+                Ok(pending) => queued.push(pending),
+                Err(e) => break e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(
+        matches!(refused, weir_client::Error::Unreachable { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        format!("cannot reach {kafka}: connection refused — is `weir serve` running?")
+    );
+    assert!(
+        !queued.is_empty(),
+        "sends within the grace are queued, not refused"
+    );
+    let started = Instant::now();
+    let again = runtime.block_on(producer.enqueue(&record("fast")));
+    assert!(
+        again.is_err() && started.elapsed() < Duration::from_millis(100),
+        "fails fast"
+    );
+
+    // Back on the same port: a probe closes the breaker; the queued records arrive too.
+    let serve = Serve::start_in(dir, &["--kafka-listen", &kafka]);
+    let delivered = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let after = loop {
+            assert!(Instant::now() < deadline, "the breaker never closed");
+            match producer.enqueue(&record("after")).await {
+                Ok(pending) => break pending,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let mut offsets = Vec::new();
+        for pending in queued {
+            offsets.push(pending.await.expect("queued record delivered").offset);
+        }
+        offsets.push(after.await.expect("delivered after recovery").offset);
+        offsets
+    });
+    let expected: Vec<i64> = (1..=delivered.len() as i64).collect();
+    assert_eq!(
+        delivered, expected,
+        "one partition, in order, after the record sent before"
+    );
+    drop(serve);
+}

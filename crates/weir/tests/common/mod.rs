@@ -68,6 +68,14 @@ impl Serve {
         Serve::start_in(self.dir.clone(), extra)
     }
 
+    /// Kills the broker; returns its data directory and Kafka address for a later start.
+    pub fn kill_keep(mut self) -> (PathBuf, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep = true;
+        (self.dir.clone(), self.kafka.clone())
+    }
+
     pub fn start_in(dir: PathBuf, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args([
