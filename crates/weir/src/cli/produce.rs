@@ -17,7 +17,8 @@ pub fn usage() -> String {
         "usage: weir produce TOPIC [--key-separator SEP] [--header KEY=VALUE]... [--partition N]
                     [--file PATH]
 
-  Reads one record value per line from stdin, or from --file, and sends them in order.
+  Reads one record value per line (any bytes but newline) from stdin, or from --file, and
+  sends them in order.
   --key-separator  the text before the first SEP on each line is the record's key
   --header         a header on every record; repeatable
   --partition      send every record to this partition (default: by key, as Java does)
@@ -69,11 +70,25 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         let producer = Producer::connect(&a.config()).await?;
         let mut out = Output::new(a.json);
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        for (number, line) in input.lines().enumerate() {
-            let line = line.map_err(|e| Failure::Failed(format!("reading input: {e}")))?;
+        // Lines of bytes: a value need not be UTF-8.
+        for (number, line) in input.split(b'\n').enumerate() {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    // What was read before is still delivered, and counted.
+                    out.finish(&mut pending).await?;
+                    return Err(Failure::Failed(format!(
+                        "reading line {}: {e}; {} record(s) before it were sent",
+                        number + 1,
+                        out.records
+                    )));
+                }
+            };
+            // A CRLF line ends like an LF one, as with Kafka's console producer.
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
             let (key, value) = match &separator {
-                None => (None, line.as_str()),
-                Some(sep) => match line.split_once(sep.as_str()) {
+                None => (None, line),
+                Some(sep) => match split_once(line, sep.as_bytes()) {
                     Some((key, value)) => (Some(key), value),
                     None => {
                         out.finish(&mut pending).await?;
@@ -86,8 +101,8 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
                     }
                 },
             };
-            let mut record = Record::new(&topic).value(value.as_bytes());
-            record.key = key.map(str::as_bytes);
+            let mut record = Record::new(&topic).value(value);
+            record.key = key;
             record.partition = partition;
             for (k, v) in &headers {
                 record = record.header(k, v.as_bytes());
@@ -131,6 +146,12 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     })
 }
 
+/// `line` split at the first `separator`.
+fn split_once<'a>(line: &'a [u8], separator: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let at = line.windows(separator.len()).position(|w| w == separator)?;
+    Some((&line[..at], &line[at + separator.len()..]))
+}
+
 /// Acknowledgements, awaited in input order.
 struct Output {
     json: bool,
@@ -170,5 +191,24 @@ impl Output {
             self.one(pending).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_once;
+
+    #[test]
+    fn keys_split_at_the_first_separator_of_any_bytes() {
+        assert_eq!(
+            split_once(b"k::v::w", b"::"),
+            Some((&b"k"[..], &b"v::w"[..]))
+        );
+        assert_eq!(
+            split_once(b"\xff|\xfe", b"|"),
+            Some((&b"\xff"[..], &b"\xfe"[..]))
+        );
+        assert_eq!(split_once(b"no separator", b"|"), None);
+        assert_eq!(split_once(b"|v", b"|"), Some((&b""[..], &b"v"[..])));
     }
 }
