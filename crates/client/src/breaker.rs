@@ -116,11 +116,13 @@ impl Breaker {
     /// Decides whether a call may go ahead at `now`.
     pub fn admit(&mut self, now: Instant) -> Admit {
         match self.state {
+            // The grace ran out with no success seen: librdkafka may have reconnected
+            // quietly, so ask before refusing.
             State::Closed {
                 failing_since: Some(since),
             } if now.duration_since(since) >= self.config.grace => {
-                self.open(now);
-                self.reject()
+                self.state = State::HalfOpen;
+                Admit::Probe
             }
             State::Closed { .. } => Admit::Pass,
             State::Open { until } if now >= until => {
@@ -202,6 +204,8 @@ mod tests {
         assert_eq!(b.admit(t + GRACE / 2), Admit::Pass, "within grace: queue");
         // A repeated signal does not restart the clock.
         b.failed(t + GRACE / 2, "connection refused");
+        assert_eq!(b.admit(t + GRACE), Admit::Probe, "after the grace: ask");
+        b.probed(t + GRACE, false, "connection refused");
         assert_eq!(
             b.admit(t + GRACE),
             Admit::Reject("connection refused".into())

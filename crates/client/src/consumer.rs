@@ -97,7 +97,10 @@ impl Consumer {
                     Some(code) => return Err(Error::code(format!("topic {topic}"), code.into())),
                     None => t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>(),
                 },
-                None => Vec::new(),
+                None => {
+                    let code = rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition;
+                    return Err(Error::code(format!("topic {topic}"), code));
+                }
             };
             let mut list = TopicPartitionList::new();
             for p in partitions {
@@ -155,7 +158,16 @@ impl Consumer {
         self.shared.admit(self.probe()).await?;
         match tokio::time::timeout(wait, self.inner.recv()).await {
             Err(_) => Ok(None),
-            Ok(Err(e)) => Err(Error::kafka("consume", &e)),
+            Ok(Err(e)) => {
+                // librdkafka hands transport trouble to the consumer too; it reconnects by
+                // itself, and the breaker decides when waiting has lasted too long.
+                let e = Error::kafka("consume", &e);
+                if e.is_retriable() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
             Ok(Ok(m)) => {
                 self.shared.succeeded();
                 let headers = m.headers().map_or_else(Vec::new, |h| {

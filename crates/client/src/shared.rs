@@ -48,6 +48,12 @@ impl Shared {
             Admit::Pass => Ok(()),
             Admit::Reject(cause) => Err(self.unreachable(cause)),
             Admit::Probe => {
+                // A caller that drops this future mid-probe must not leave the breaker
+                // half-open for good: the guard reports a failed probe unless disarmed.
+                let mut guard = ProbeGuard {
+                    shared: self,
+                    armed: true,
+                };
                 let (bootstrap, timeout) = (self.bootstrap.clone(), self.connect_timeout);
                 let answer = blocking(move || {
                     reach(&bootstrap, timeout).map_err(|cause| Error::Unreachable {
@@ -57,6 +63,7 @@ impl Shared {
                     probe()
                 })
                 .await;
+                guard.armed = false;
                 let cause = match &answer {
                     Err(Error::Unreachable { cause, .. }) => Some(cause.clone()),
                     Err(e) => Some(e.to_string()),
@@ -112,6 +119,21 @@ impl Shared {
                 return Err(self.unreachable(self.breaker().cause().to_string()));
             }
             tokio::time::sleep(CONNECT_POLL).await;
+        }
+    }
+}
+
+struct ProbeGuard<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared
+                .breaker()
+                .probed(Instant::now(), false, "the probe was cancelled");
         }
     }
 }

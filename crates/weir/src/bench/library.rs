@@ -95,7 +95,7 @@ pub fn run_producer(
                         if e.error_code()
                             == Some(weir_client::rdkafka::error::RDKafkaErrorCode::QueueFull) =>
                     {
-                        tokio::task::yield_now().await;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err(e) => return Err(e.to_string()),
                 }
@@ -141,6 +141,7 @@ pub fn run_consumer(
     options: &Options,
     at: Vec<(String, i32, i64)>,
     finished: &(dyn Fn(u64) -> bool + Sync),
+    draining: &(dyn Fn() -> bool + Sync),
     stamped: Option<Instant>,
     done: &AtomicU64,
     stop: &AtomicBool,
@@ -152,12 +153,16 @@ pub fn run_consumer(
     runtime.block_on(async {
         let config = Config::new(options.bootstrap.clone())
             .client_id("weir-bench")
-            .set("fetch.max.bytes", options.fetch_bytes.to_string());
+            .set("fetch.max.bytes", options.fetch_bytes.to_string())
+            // Retention may have removed the head since the offsets were read.
+            .set("auto.offset.reset", "earliest");
         let consumer = Consumer::assign_partitions(&config, &at)
             .await
             .map_err(|e| e.to_string())?;
         let mut measured = Measured::default();
-        let mut last = Instant::now();
+        // (received by all consumers, when that last changed) and when draining began.
+        let mut progress = (done.load(Ordering::Relaxed), Instant::now());
+        let mut drain_started: Option<Instant> = None;
         // e2e consumers ignore `stop`: they drain every record the producers had acknowledged.
         let drains = stamped.is_some();
         while !finished(measured.records) {
@@ -166,16 +171,25 @@ pub fn run_consumer(
             }
             let message = match consumer.recv_timeout(Duration::from_millis(200)).await {
                 Ok(Some(message)) => message,
-                Ok(None) if stamped.is_some() && last.elapsed() > E2E_DRAIN_TIMEOUT => {
+                // Idle: fail only once the producers are done and no consumer has received
+                // anything for the timeout since.
+                Ok(None) if drains && draining() => {
+                    let total = done.load(Ordering::Relaxed);
+                    let since = *drain_started.get_or_insert_with(Instant::now);
+                    if total != progress.0 {
+                        progress = (total, Instant::now());
+                    }
+                    if progress.1.max(since).elapsed() <= E2E_DRAIN_TIMEOUT {
+                        continue;
+                    }
                     return Err(format!(
                         "no record for {E2E_DRAIN_TIMEOUT:?} with {} received in all",
                         done.load(Ordering::Relaxed)
-                    ))
+                    ));
                 }
                 Ok(None) => continue,
                 Err(e) => return Err(e.to_string()),
             };
-            last = Instant::now();
             let value = message.value.unwrap_or_default();
             if let Some(base) = stamped {
                 if let Some(stamp) = value.get(..STAMP_BYTES) {

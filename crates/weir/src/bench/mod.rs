@@ -311,7 +311,7 @@ fn run_consume(options: &Options, partitions: i32, stop: &AtomicBool) -> Result<
                     let done = &progress.done;
                     scope.spawn(move || {
                         let finished = move |read: u64| read >= share;
-                        library::run_consumer(options, at, &finished, None, done, stop)
+                        library::run_consumer(options, at, &finished, &|| true, None, done, stop)
                     })
                 })
                 .collect();
@@ -338,13 +338,22 @@ fn run_e2e(options: &Options, partitions: i32, stop: &AtomicBool) -> Result<(), 
     let received = AtomicU64::new(0);
     let target = AtomicU64::new(u64::MAX);
     let finished = |_: u64| received.load(Ordering::Relaxed) >= target.load(Ordering::Relaxed);
+    let draining = || target.load(Ordering::Relaxed) != u64::MAX;
     let (produced, consumed) = std::thread::scope(|scope| {
         let consumers: Vec<_> = groups
             .into_iter()
             .map(|at| {
-                let (finished, received) = (&finished, &received);
+                let (finished, draining, received) = (&finished, &draining, &received);
                 scope.spawn(move || {
-                    library::run_consumer(options, at, finished, Some(base), received, stop)
+                    library::run_consumer(
+                        options,
+                        at,
+                        finished,
+                        draining,
+                        Some(base),
+                        received,
+                        stop,
+                    )
                 })
             })
             .collect();
