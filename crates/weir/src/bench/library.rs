@@ -4,6 +4,7 @@
 //! bytes of the value, to the consumer receiving it.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,10 +49,7 @@ pub fn run_producer(
     done: &Arc<AtomicU64>,
     stop: &AtomicBool,
 ) -> Result<Measured, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let producer = Producer::connect(&producer_config(options))
@@ -62,6 +60,7 @@ pub fn run_producer(
             options.inflight * options.batch,
         ));
         let mut value = vec![b'w'; options.size.max(STAMP_BYTES)];
+        let mut key_buffer = String::new();
         let started = Instant::now();
         for i in 0..records {
             if stop.load(Ordering::Relaxed) {
@@ -82,12 +81,16 @@ pub fn run_producer(
                 .map_err(|e| e.to_string())?;
             let stamp = intended.duration_since(base).as_nanos() as u64;
             value[..STAMP_BYTES].copy_from_slice(&stamp.to_be_bytes());
-            let key = options
-                .keys
-                .map(|n| format!("key-{}", (i * options.producers as u64 + index as u64) % n));
+            // One key buffer, rewritten per record: no allocation per record.
+            let key = options.keys.map(|n| {
+                key_buffer.clear();
+                let k = (i * options.producers as u64 + index as u64) % n;
+                let _ = write!(key_buffer, "key-{k}");
+                key_buffer.as_str()
+            });
             let mut record =
                 Record::new(&options.topic).value(&value[..options.size.max(STAMP_BYTES)]);
-            record.key = key.as_deref().map(str::as_bytes);
+            record.key = key.map(str::as_bytes);
             let pending = loop {
                 match producer.enqueue(&record).await {
                     Ok(pending) => break pending,
@@ -146,10 +149,7 @@ pub fn run_consumer(
     done: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<Measured, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let config = Config::new(options.bootstrap.clone())
             .client_id("weir-bench")

@@ -392,12 +392,17 @@ fn run_e2e(options: &Options, partitions: i32, stop: &AtomicBool) -> Result<(), 
     )
 }
 
-/// (partition, earliest, latest) of the bench topic.
-fn offsets(options: &Options) -> Result<Vec<(i32, i64, i64)>, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime for one client thread of the bench.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// (partition, earliest, latest) of the bench topic.
+fn offsets(options: &Options) -> Result<Vec<(i32, i64, i64)>, String> {
+    let runtime = runtime()?;
     runtime.block_on(async {
         let admin = Admin::connect(&Config::new(options.bootstrap.clone()))
             .await
