@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::{Headers, Message as _};
+use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -44,6 +44,26 @@ pub struct Message {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Milliseconds since the epoch, as the record carries it.
     pub timestamp: Option<i64>,
+}
+
+impl Message {
+    /// An owned copy of a record librdkafka lent us.
+    pub(crate) fn copy_of(m: &impl rdkafka::message::Message) -> Message {
+        let headers = m.headers().map_or_else(Vec::new, |h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        });
+        Message {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
 }
 
 /// A consumer.
@@ -170,20 +190,7 @@ impl Consumer {
             }
             Ok(Ok(m)) => {
                 self.shared.succeeded();
-                let headers = m.headers().map_or_else(Vec::new, |h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                });
-                Ok(Some(Message {
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers,
-                    timestamp: m.timestamp().to_millis(),
-                }))
+                Ok(Some(Message::copy_of(&m)))
             }
         }
     }

@@ -94,6 +94,7 @@ pub mod breaker;
 mod config;
 pub mod consumer;
 mod error;
+pub mod parallel;
 pub mod producer;
 pub mod retry;
 mod shared;
@@ -102,6 +103,7 @@ pub use admin::Admin;
 pub use config::{Config, BOOTSTRAP_DEFAULT};
 pub use consumer::{Consumer, Message, Start};
 pub use error::{Error, Result};
+pub use parallel::{ParallelConsumer, ParallelOptions, ParallelReport};
 pub use producer::{Delivered, Pending, Producer, Record};
 /// The library underneath, for settings and types this layer does not wrap.
 pub use rdkafka;
