@@ -95,6 +95,8 @@ struct Finished {
 #[derive(Debug, Default)]
 struct Track {
     unfinished: BTreeSet<i64>,
+    /// The lowest offset whose handler panicked: nothing from it on is committed.
+    failed: Option<i64>,
     /// One past the highest offset handed out.
     next: Option<i64>,
     committed: Option<i64>,
@@ -103,7 +105,11 @@ struct Track {
 impl Track {
     /// The offset to commit: everything below it has finished.
     fn commit_point(&self) -> Option<i64> {
-        self.unfinished.first().copied().or(self.next)
+        let unfinished = self.unfinished.first().copied();
+        match (unfinished, self.failed) {
+            (Some(u), Some(f)) => Some(u.min(f)),
+            (u, f) => u.or(f).or(self.next),
+        }
     }
 }
 
@@ -126,16 +132,19 @@ impl Book {
             if !f.ok {
                 self.failed
                     .get_or_insert((f.topic.clone(), f.partition, f.offset));
-                // The record stays unfinished: nothing at or after it is committed.
-                continue;
+            } else {
+                self.records += 1;
             }
-            self.records += 1;
             if let Some(track) = self
                 .tracks
                 .get_mut(&f.topic)
                 .and_then(|t| t.get_mut(&f.partition))
             {
                 track.unfinished.remove(&f.offset);
+                if !f.ok {
+                    // Not unfinished (a drain need not wait for it), but never committed past.
+                    track.failed = Some(track.failed.map_or(f.offset, |o| o.min(f.offset)));
+                }
             }
         }
     }
@@ -148,7 +157,8 @@ impl Book {
             .entry(partition)
             .or_default();
         track.unfinished.insert(offset);
-        track.next = Some(track.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        let after = offset.saturating_add(1);
+        track.next = Some(track.next.map_or(after, |n| n.max(after)));
         self.in_flight += 1;
     }
 
@@ -309,6 +319,9 @@ impl ParallelConsumer {
         };
         let mut rd = config.rdkafka(&CONSUMER_DEFAULTS);
         rd.set("group.id", group);
+        // Whatever the settings say: librdkafka committing on its own would commit past
+        // records still running.
+        rd.set("enable.auto.commit", "false");
         let consumer: BaseConsumer<ParallelCtx> = rd
             .create_with_context(ctx)
             .map_err(|e| Error::Invalid(format!("client configuration: {e}")))?;
@@ -703,6 +716,20 @@ mod tests {
         book.absorb();
         assert_eq!(book.failed, Some((t.clone(), 0, 1)));
         assert_eq!(points(&book)[0].2, Offset::Offset(1));
+        finish(&tx, &t, 0, 3, true);
+        book.absorb();
+        let mut p0 = TopicPartitionList::new();
+        p0.add_partition("orders", 0);
+        assert_eq!(
+            book.unfinished_in(&p0),
+            0,
+            "a drain does not wait for the failed record"
+        );
+        assert_eq!(
+            points(&book)[0].2,
+            Offset::Offset(1),
+            "but nothing past it is committed"
+        );
         let mut revoked = TopicPartitionList::new();
         revoked.add_partition("orders", 1);
         assert_eq!(book.unfinished_in(&revoked), 1);
@@ -712,7 +739,7 @@ mod tests {
         // A late finish of a forgotten partition only counts as done.
         finish(&tx, &t, 1, 0, true);
         book.absorb();
-        assert_eq!(book.in_flight, 1);
+        assert_eq!(book.in_flight, 0);
         assert_eq!(points(&book).len(), 1);
     }
 }

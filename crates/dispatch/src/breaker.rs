@@ -60,7 +60,9 @@ pub enum CallError<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ticket {
     Normal,
-    Probe,
+    /// A probe of the given half-open period: an outcome arriving after the breaker has
+    /// opened and half-opened again belongs to an older period and is ignored.
+    Probe(u64),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +82,8 @@ pub struct Core {
     opened_at: Instant,
     probes_out: u32,
     probes_ok: u32,
+    /// Counts half-open periods.
+    period: u64,
 }
 
 impl Core {
@@ -93,6 +97,7 @@ impl Core {
             opened_at: now,
             probes_out: 0,
             probes_ok: 0,
+            period: 0,
         }
     }
 
@@ -114,10 +119,11 @@ impl Core {
                     self.state = State::HalfOpen;
                     self.probes_out = 0;
                     self.probes_ok = 0;
+                    self.period += 1;
                 }
                 if self.probes_out < self.config.probes {
                     self.probes_out += 1;
-                    Some(Ticket::Probe)
+                    Some(Ticket::Probe(self.period))
                 } else {
                     None
                 }
@@ -134,8 +140,8 @@ impl Core {
                     self.open(now);
                 }
             }
-            Ticket::Probe => {
-                if self.state != State::HalfOpen {
+            Ticket::Probe(period) => {
+                if self.state != State::HalfOpen || period != self.period {
                     return;
                 }
                 self.probes_out -= 1;
@@ -154,7 +160,7 @@ impl Core {
 
     /// A call let through was dropped before it finished: its probe slot is free again.
     pub fn abandon(&mut self, ticket: Ticket) {
-        if ticket == Ticket::Probe && self.state == State::HalfOpen {
+        if ticket == Ticket::Probe(self.period) && self.state == State::HalfOpen {
             self.probes_out -= 1;
         }
     }
@@ -264,5 +270,63 @@ impl Drop for Abandon<'_> {
                 core.abandon(ticket);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_from_an_earlier_half_open_period_is_ignored() {
+        let config = BreakerConfig {
+            calls_min: 2,
+            probes: 3,
+            ..BreakerConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut core = Core::new(config, t0);
+        for _ in 0..2 {
+            let ticket = core.admit(t0).unwrap();
+            core.record(t0, ticket, false);
+        }
+        assert_eq!(core.state(t0), State::Open);
+        let t1 = t0 + Duration::from_secs(5);
+        let (a, b, c) = (
+            core.admit(t1).unwrap(),
+            core.admit(t1).unwrap(),
+            core.admit(t1).unwrap(),
+        );
+        assert_eq!(core.admit(t1), None, "three probes at most");
+        core.record(t1, a, false);
+        assert_eq!(core.state(t1), State::Open);
+        // The next half-open period: its probe is out when the old, slow ones come back.
+        let t2 = t1 + Duration::from_secs(5);
+        let d = core.admit(t2).unwrap();
+        core.record(t2, b, true);
+        core.record(t2, c, true);
+        core.abandon(b);
+        assert_eq!(
+            core.state(t2),
+            State::HalfOpen,
+            "old successes do not close it"
+        );
+        core.record(t2, d, true);
+        // The stale outcomes freed no slots: three probes out at most, as before.
+        let (e, f, g) = (
+            core.admit(t2).unwrap(),
+            core.admit(t2).unwrap(),
+            core.admit(t2).unwrap(),
+        );
+        assert_eq!(core.admit(t2), None);
+        core.record(t2, e, true);
+        assert_eq!(core.state(t2), State::HalfOpen);
+        core.record(t2, f, true);
+        assert_eq!(
+            core.state(t2),
+            State::Closed,
+            "three successes of this period close it"
+        );
+        core.record(t2, g, true);
     }
 }

@@ -204,14 +204,14 @@ where
         };
         // Slow path: wait for a permit, registered on the route so that a resize waits for
         // this task to be sent before telling the old workers to hand off.
-        let route = shared.enter().ok_or(Error::Closed)?;
-        let link = &route.links[route.ring.owner(hash)];
+        let route = Registered(shared.enter().ok_or(Error::Closed)?);
+        let link = &route.0.links[route.0.ring.owner(hash)];
         if let Ok(permit) = link.permits.acquire().await {
             permit.forget();
             let msg = Msg::Task {
                 key,
                 hash,
-                epoch: route.epoch,
+                epoch: route.0.epoch,
                 job: job(task),
             };
             assert!(
@@ -219,7 +219,6 @@ where
                 "a worker exited while submitters could route to it"
             );
         }
-        route.leave();
         Ok(())
     }
 
@@ -260,6 +259,8 @@ where
         let shared = &self.inner.shared;
         {
             let _one = shared.resizing.lock().await;
+            // A resize whose future was dropped may still be handing keys over.
+            shared.current().settled().await;
             shared.close();
         }
         loop {
@@ -271,6 +272,17 @@ where
             }
             exited.await;
         }
+    }
+}
+
+/// A submitter registered on a route; leaves it when dropped, also when the `submit` future
+/// is cancelled while waiting for a permit (a resize or shutdown waits for every registered
+/// submitter to leave).
+struct Registered<K, S>(Arc<Route<K, S>>);
+
+impl<K, S> Drop for Registered<K, S> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }
 
@@ -368,10 +380,13 @@ impl<K, S> Shared<K, S> {
     /// Stops new submits; each current worker gets `Shutdown` once the submitters already
     /// routing have delivered their tasks.
     fn close(&self) {
+        // Under the write lock: no fast-path submitter is between its `closed` check and its
+        // send, and no resize is between publishing its route and sealing the old one.
+        let route = self.route.write().expect("route lock");
         if self.closed.swap(true, SeqCst) {
             return;
         }
-        self.current().seal(Drained::Shutdown);
+        route.seal(Drained::Shutdown);
     }
 
     pub fn stats(&self) -> Vec<WorkerStats> {
@@ -388,6 +403,15 @@ impl<K, S> Shared<K, S> {
                 panics: l.stats.panics.load(Relaxed),
             })
             .collect()
+    }
+}
+
+struct Live<K, S>(Arc<Shared<K, S>>);
+
+impl<K, S> Drop for Live<K, S> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, SeqCst);
+        self.0.exited.notify_waiters();
     }
 }
 
@@ -412,13 +436,12 @@ where
         let spawned = std::thread::Builder::new()
             .name(format!("weir-dispatch-{}", link.id))
             .spawn(move || {
+                // Counts the worker out even if it panics, after its runtime is gone.
+                let _live = Live(shared);
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, worker.run());
-                // Tasks still parked in the LocalSet belong to no key any more; drop them here.
                 drop(local);
                 drop(runtime);
-                shared.live.fetch_sub(1, SeqCst);
-                shared.exited.notify_waiters();
             });
         if let Err(e) = spawned {
             self.live.fetch_sub(1, SeqCst);
@@ -457,8 +480,18 @@ where
                 return Err(e);
             }
         }
-        *self.route.write().expect("route lock") = route.clone();
-        old.seal(Drained::Seal);
+        {
+            let mut current = self.route.write().expect("route lock");
+            if self.closed() {
+                // Closed meanwhile (the last handle dropped): the new workers got nothing.
+                for l in &route.links[old.links.len()..] {
+                    l.send(Msg::Shutdown);
+                }
+                return Err(Error::Closed);
+            }
+            *current = route.clone();
+            old.seal(Drained::Seal);
+        }
         route.settled().await;
         Ok(())
     }

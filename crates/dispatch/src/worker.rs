@@ -223,6 +223,11 @@ where
             }
             Msg::Shutdown => {
                 self.draining = true;
+                // A resize published after this worker's last message: take part in its
+                // hand-off before exiting (its `Seal` may still be held back by a submitter).
+                if self.transition.is_none() && self.route.epoch < self.shared.current().epoch {
+                    self.adopt_current_route();
+                }
                 // Started for a resize that failed before its ring was published: nothing
                 // was ever routed here.
                 if self.route.epoch > self.shared.current().epoch {
