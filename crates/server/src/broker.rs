@@ -20,6 +20,8 @@ pub(crate) struct Broker {
     pub node: OnceLock<Node>,
     pub cluster_id: String,
     pub metrics: Metrics,
+    /// Open Kafka connections, against `max_connections` and `max_connections_per_ip`.
+    pub connections: Arc<crate::limits::Connections>,
     pub topics: Topics,
     /// One bounded mailbox per shard, indexed by shard number.
     pub mailboxes: Vec<mpsc::Sender<ShardMsg>>,

@@ -19,6 +19,19 @@ pub struct ServerConfig {
     pub shards: usize,
     /// `socket_request_max_bytes` (Kafka's `socket.request.max.bytes`): largest request frame.
     pub socket_request_max_bytes: usize,
+    /// `max_connections` (Kafka's `max.connections`): open Kafka connections over all shards;
+    /// one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// `max_connections_per_ip` (Kafka's `max.connections.per.ip`): open Kafka connections
+    /// from one peer address.
+    pub max_connections_per_ip: usize,
+    /// `connections_max_idle_ms` (Kafka's `connections.max.idle.ms`): a connection that sends
+    /// no request for this long is closed.
+    pub connections_max_idle: Duration,
+    /// `request_complete_timeout_ms`: once a request's first byte has arrived, the whole frame
+    /// must arrive within this, or the connection is closed (a client stalling mid-frame,
+    /// slowloris).
+    pub request_complete_timeout: Duration,
     /// `shutdown_grace_ms`: how long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// `auto_create_topics` (Kafka's `auto.create.topics.enable`): Metadata for an unknown
@@ -62,6 +75,11 @@ impl Default for GroupSettings {
     }
 }
 
+/// Open Kafka connections allowed unless configured: room for the 10,000 idle connections of
+/// DESIGN.md §4 and then some (Kafka itself has no limit by default; the process's file
+/// descriptor limit is the real one).
+pub const MAX_CONNECTIONS_DEFAULT: usize = 16_384;
+
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
@@ -71,6 +89,10 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            max_connections: MAX_CONNECTIONS_DEFAULT,
+            max_connections_per_ip: MAX_CONNECTIONS_DEFAULT,
+            connections_max_idle: Duration::from_secs(600),
+            request_complete_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             auto_create_topics: true,
             num_partitions: 1,

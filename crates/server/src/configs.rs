@@ -54,6 +54,15 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
             "socket.request.max.bytes",
             c.socket_request_max_bytes.to_string(),
         ),
+        ("max.connections", c.max_connections.to_string()),
+        (
+            "max.connections.per.ip",
+            c.max_connections_per_ip.to_string(),
+        ),
+        (
+            "connections.max.idle.ms",
+            c.connections_max_idle.as_millis().to_string(),
+        ),
         ("broker.id", "0".to_string()),
     ]
     .into_iter()

@@ -47,19 +47,50 @@ pub(crate) async fn serve(
     metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut frame = Vec::new();
+    let config = &broker.config;
     loop {
+        // Between requests: wait for the next one's first byte, at most the idle timeout.
         let mut prefix = [0u8; 4];
-        tokio::select! {
-            read = stream.read_exact(&mut prefix) => if read.is_err() { break },
+        let first = tokio::select! {
+            read = tokio::time::timeout(config.connections_max_idle, stream.read(&mut prefix)) => read,
             _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let got = match first {
+            Err(_) => {
+                metrics.closed_idle.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        // A request has started: all of it must arrive in time (a stalling client holds no
+        // connection for longer than this).
+        let deadline = tokio::time::Instant::now() + config.request_complete_timeout;
+        let rest = tokio::time::timeout_at(deadline, stream.read_exact(&mut prefix[got..])).await;
+        match rest {
+            Err(_) => {
+                metrics
+                    .closed_request_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
         }
-        let limit = broker.config.socket_request_max_bytes;
+        let limit = config.socket_request_max_bytes;
         let Ok(size) = weir_kafka::frame::frame_size(prefix, limit) else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
-        if read_body(&mut stream, &mut frame, size).await.is_err() {
-            break;
+        match tokio::time::timeout_at(deadline, read_body(&mut stream, &mut frame, size)).await {
+            Err(_) => {
+                metrics
+                    .closed_request_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(Err(_)) => break,
+            Ok(Ok(())) => {}
         }
         let started = std::time::Instant::now();
         let Some(response) = answer(&broker, &peer, &frame).await else {

@@ -14,6 +14,7 @@ mod connection;
 mod coordinator;
 mod groups;
 mod http;
+mod limits;
 mod metrics;
 mod partition;
 mod producers;
@@ -75,6 +76,10 @@ impl Server {
             node: OnceLock::new(),
             cluster_id,
             metrics: metrics::Metrics::new(shards),
+            connections: limits::Connections::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
             topics,
             mailboxes,
             flusher,

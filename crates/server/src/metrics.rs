@@ -65,6 +65,13 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     pub connections_open: AtomicU64,
     pub requests_rejected: AtomicU64,
+    /// Connections closed at accept: over `max_connections`, over `max_connections_per_ip`.
+    pub refused_total: AtomicU64,
+    pub refused_per_ip: AtomicU64,
+    /// Connections closed for sending nothing for `connections_max_idle_ms`, and for not
+    /// finishing a started request within `request_complete_timeout_ms`.
+    pub closed_idle: AtomicU64,
+    pub closed_request_timeout: AtomicU64,
     /// Request latency, by API key.
     pub api: Vec<Histogram>,
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
@@ -78,6 +85,10 @@ impl Metrics {
             connections_accepted: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
+            closed_idle: AtomicU64::new(0),
+            closed_request_timeout: AtomicU64::new(0),
             api: (0..API_KEYS_TRACKED)
                 .map(|_| Histogram::default())
                 .collect(),
@@ -142,6 +153,38 @@ pub fn render(broker: &Broker) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
 
+    header(
+        &mut out,
+        "weir_connections_refused_total",
+        "counter",
+        "Kafka connections closed as soon as accepted, by the limit they were over",
+    );
+    for (reason, n) in [
+        ("max_connections", &m.refused_total),
+        ("max_connections_per_ip", &m.refused_per_ip),
+    ] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "weir_connections_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
+        "weir_connections_timed_out_total",
+        "counter",
+        "Kafka connections closed by a timeout: idle, or a request not finished in time",
+    );
+    for (reason, n) in [
+        ("idle", &m.closed_idle),
+        ("request_incomplete", &m.closed_request_timeout),
+    ] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "weir_connections_timed_out_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     header(
         &mut out,
         "weir_requests_total",

@@ -2,6 +2,7 @@
 //! listener socket on the same address (SO_REUSEPORT), so the kernel spreads connections.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::limits::Refusal;
 
 /// Pending connections the kernel queues per listener socket.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -44,9 +46,25 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn_local(connection::serve(stream, broker.clone(), shutdown.clone()));
-                }
+                Ok((stream, peer)) => match broker.connections.admit(peer.ip()) {
+                    Ok(admitted) => {
+                        let serve = connection::serve(stream, broker.clone(), shutdown.clone());
+                        connections.spawn_local(async move {
+                            serve.await;
+                            drop(admitted);
+                        });
+                    }
+                    Err(refusal) => {
+                        // Closed before a byte is read: the client sees the connection end and
+                        // retries with its backoff, as with a Kafka broker at its limit.
+                        drop(stream);
+                        let counter = match refusal {
+                            Refusal::Total => &broker.metrics.refused_total,
+                            Refusal::PerIp => &broker.metrics.refused_per_ip,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
                 Err(e) => {
                     eprintln!("weir: accept failed: {e}");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;

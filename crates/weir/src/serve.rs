@@ -25,6 +25,10 @@ struct FileConfig {
     http_listen: Option<String>,
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
+    request_complete_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     offsets_partitions: Option<u32>,
     offsets_retention_minutes: Option<u64>,
@@ -61,6 +65,28 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
                 return Err(bad("must be between 64 and 2147483647"));
             }
             config.socket_request_max_bytes = n;
+        }
+        "max_connections" | "max_connections_per_ip" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            if key == "max_connections" {
+                config.max_connections = n;
+            } else {
+                config.max_connections_per_ip = n;
+            }
+        }
+        "connections_max_idle_ms" | "request_complete_timeout_ms" => {
+            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
+            if ms < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            if key == "connections_max_idle_ms" {
+                config.connections_max_idle = Duration::from_millis(ms);
+            } else {
+                config.request_complete_timeout = Duration::from_millis(ms);
+            }
         }
         "shutdown_grace_ms" => {
             config.shutdown_grace =
@@ -163,6 +189,22 @@ pub fn resolve(
             (
                 "socket_request_max_bytes",
                 parsed.socket_request_max_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "max_connections",
+                parsed.max_connections.map(|n| n.to_string()),
+            ),
+            (
+                "max_connections_per_ip",
+                parsed.max_connections_per_ip.map(|n| n.to_string()),
+            ),
+            (
+                "connections_max_idle_ms",
+                parsed.connections_max_idle_ms.map(|n| n.to_string()),
+            ),
+            (
+                "request_complete_timeout_ms",
+                parsed.request_complete_timeout_ms.map(|n| n.to_string()),
             ),
             (
                 "shutdown_grace_ms",
