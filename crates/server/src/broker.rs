@@ -20,6 +20,8 @@ pub(crate) struct Broker {
     pub node: OnceLock<Node>,
     pub cluster_id: String,
     pub metrics: Metrics,
+    /// Request bytes in memory, against `request_memory_budget_bytes` (one permit per byte).
+    pub request_budget: tokio::sync::Semaphore,
     /// Open Kafka connections, against `max_connections` and `max_connections_per_ip`.
     pub connections: Arc<crate::limits::Connections>,
     pub topics: Topics,

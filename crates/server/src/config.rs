@@ -19,6 +19,10 @@ pub struct ServerConfig {
     pub shards: usize,
     /// `socket_request_max_bytes` (Kafka's `socket.request.max.bytes`): largest request frame.
     pub socket_request_max_bytes: usize,
+    /// `request_memory_budget_bytes`: request bytes held in memory at once over all
+    /// connections. A request's size is reserved before its body is read; when the budget is
+    /// spent, connections stop reading (TCP pushes back on the clients) until requests finish.
+    pub request_memory_budget_bytes: usize,
     /// `max_connections` (Kafka's `max.connections`): open Kafka connections over all shards;
     /// one more is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -80,6 +84,21 @@ impl Default for GroupSettings {
 /// descriptor limit is the real one).
 pub const MAX_CONNECTIONS_DEFAULT: usize = 16_384;
 
+/// An eighth of the machine's memory, between 64 MiB and 1 GiB: room for many producers'
+/// largest batches at once, and a bound well inside the machine.
+pub fn request_memory_budget_default() -> usize {
+    const MIB: usize = 1 << 20;
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        })
+        .unwrap_or(512 * MIB);
+    (total / 8).clamp(64 * MIB, 1024 * MIB)
+}
+
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
@@ -89,6 +108,7 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            request_memory_budget_bytes: request_memory_budget_default(),
             max_connections: MAX_CONNECTIONS_DEFAULT,
             max_connections_per_ip: MAX_CONNECTIONS_DEFAULT,
             connections_max_idle: Duration::from_secs(600),

@@ -82,6 +82,26 @@ pub(crate) async fn serve(
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
+        // Reserve the request's bytes before reading them (a request larger than the whole
+        // budget waits for all of it). The reservation is held until the answer is written.
+        let reserve = size.min(broker.config.request_memory_budget_bytes).max(1);
+        let reserve = u32::try_from(reserve).unwrap_or(u32::MAX);
+        let _reserved = match broker.request_budget.try_acquire_many(reserve) {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics.budget_waits.fetch_add(1, Ordering::Relaxed);
+                metrics.budget_waiting.fetch_add(1, Ordering::Relaxed);
+                let permit = broker.request_budget.acquire_many(reserve).await;
+                metrics.budget_waiting.fetch_sub(1, Ordering::Relaxed);
+                match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                }
+            }
+        };
+        // The client is not to blame for a wait for budget: its deadline for the body starts
+        // afresh once the bytes are reserved.
+        let deadline = deadline.max(tokio::time::Instant::now() + config.request_complete_timeout);
         match tokio::time::timeout_at(deadline, read_body(&mut stream, &mut frame, size)).await {
             Err(_) => {
                 metrics

@@ -76,6 +76,11 @@ impl Server {
             node: OnceLock::new(),
             cluster_id,
             metrics: metrics::Metrics::new(shards),
+            request_budget: tokio::sync::Semaphore::new(
+                config
+                    .request_memory_budget_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             connections: limits::Connections::new(
                 config.max_connections,
                 config.max_connections_per_ip,

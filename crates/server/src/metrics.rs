@@ -72,6 +72,9 @@ pub struct Metrics {
     /// finishing a started request within `request_complete_timeout_ms`.
     pub closed_idle: AtomicU64,
     pub closed_request_timeout: AtomicU64,
+    /// Connections waiting for request memory budget now, and how often one had to.
+    pub budget_waiting: AtomicU64,
+    pub budget_waits: AtomicU64,
     /// Request latency, by API key.
     pub api: Vec<Histogram>,
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
@@ -89,6 +92,8 @@ impl Metrics {
             refused_per_ip: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
             closed_request_timeout: AtomicU64::new(0),
+            budget_waiting: AtomicU64::new(0),
+            budget_waits: AtomicU64::new(0),
             api: (0..API_KEYS_TRACKED)
                 .map(|_| Histogram::default())
                 .collect(),
@@ -141,6 +146,28 @@ pub fn render(broker: &Broker) -> String {
             "gauge",
             "Kafka connections open",
             m.connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_request_budget_in_use_bytes",
+            "gauge",
+            "Request bytes held in memory (reserved against request_memory_budget_bytes)",
+            (broker
+                .config
+                .request_memory_budget_bytes
+                .min(tokio::sync::Semaphore::MAX_PERMITS)
+                - broker.request_budget.available_permits()) as u64,
+        ),
+        (
+            "weir_request_budget_waiting_connections",
+            "gauge",
+            "Connections not reading because the request memory budget is spent",
+            m.budget_waiting.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_request_budget_waits_total",
+            "counter",
+            "Times a connection waited for request memory budget before reading a request",
+            m.budget_waits.load(Ordering::Relaxed),
         ),
         (
             "weir_requests_rejected_total",

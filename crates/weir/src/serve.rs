@@ -25,6 +25,7 @@ struct FileConfig {
     http_listen: Option<String>,
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
+    request_memory_budget_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     connections_max_idle_ms: Option<u64>,
@@ -65,6 +66,13 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
                 return Err(bad("must be between 64 and 2147483647"));
             }
             config.socket_request_max_bytes = n;
+        }
+        "request_memory_budget_bytes" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 1 << 20 {
+                return Err(bad("must be at least 1048576 (1 MiB)"));
+            }
+            config.request_memory_budget_bytes = n;
         }
         "max_connections" | "max_connections_per_ip" => {
             let n: usize = value.parse().map_err(|_| bad("not a number"))?;
@@ -189,6 +197,10 @@ pub fn resolve(
             (
                 "socket_request_max_bytes",
                 parsed.socket_request_max_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "request_memory_budget_bytes",
+                parsed.request_memory_budget_bytes.map(|n| n.to_string()),
             ),
             (
                 "max_connections",

@@ -1340,3 +1340,82 @@ fn bench_lean_produce_writes_what_it_reports_and_consume_reads_it_back() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("is `weir serve` running?"));
 }
+
+fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::ProduceRequest;
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    request_frame(ApiKey::Produce, 9, &request)
+}
+
+/// The error code of the one partition in a Produce response read from `stream`.
+fn produce_answer(stream: &mut TcpStream) -> std::io::Result<i16> {
+    use kafka_protocol::messages::ProduceResponse;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body)?;
+    let mut body = Bytes::from(body);
+    ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(9)).expect("header");
+    let response = ProduceResponse::decode(&mut body, 9).expect("Produce");
+    Ok(response.responses[0].partition_responses[0].error_code)
+}
+
+#[test]
+fn requests_wait_for_the_memory_budget_instead_of_allocating() {
+    let config = std::env::temp_dir().join(format!("weir-budget-{}.toml", std::process::id()));
+    std::fs::write(&config, "request_memory_budget_bytes = 1048576\n").expect("config");
+    let weir = Weir::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let mut a = weir.connect();
+    assert_eq!(
+        create_topic(&mut a, 5, "budget", 1, 1, &[], false).error_code,
+        0
+    );
+    // A declares a 900 KB Produce and sends only its start: it holds 900 KB of the budget.
+    let a_frame = produce_frame("budget", big_batch(900_000));
+    a.write_all(&a_frame[..1_000]).expect("start of A");
+    std::thread::sleep(Duration::from_millis(200));
+    // B's 300 KB Produce does not fit in what is left: B is not read, and not answered.
+    let mut b = weir.connect();
+    let b_frame = produce_frame("budget", big_batch(300_000));
+    let mut b_writer = b.try_clone().expect("clone");
+    let writer = std::thread::spawn(move || b_writer.write_all(&b_frame));
+    b.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let early = produce_answer(&mut b);
+    assert!(early.is_err(), "B was answered while the budget was spent");
+    let metrics = http_get(weir.http, "/metrics");
+    assert!(
+        metrics.contains("weir_request_budget_waiting_connections 1"),
+        "{metrics}"
+    );
+    let in_use: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_request_budget_in_use_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("budget in use");
+    // A's whole request, and what was left, which the waiting B holds on to (first come,
+    // first served: a large request is not starved by smaller ones).
+    assert_eq!(in_use, 1 << 20, "A reserved {} bytes", a_frame.len() - 4);
+    // A finishes: A is answered, then B gets the budget and is answered too.
+    a.write_all(&a_frame[1_000..]).expect("rest of A");
+    assert_eq!(produce_answer(&mut a).expect("A answered"), 0);
+    b.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert_eq!(produce_answer(&mut b).expect("B answered"), 0);
+    writer.join().expect("writer").expect("B sent");
+    let metrics = http_get(weir.http, "/metrics");
+    assert!(
+        metrics.contains("weir_request_budget_waits_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("weir_request_budget_in_use_bytes 0"));
+    let _ = std::fs::remove_file(&config);
+}
