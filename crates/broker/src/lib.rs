@@ -3,6 +3,7 @@
 
 pub mod group;
 pub mod producer;
+pub mod quota;
 pub mod topics;
 
 /// The shard that owns partition `partition` of `topic` among `shards`: a sticky hash (FNV-1a)

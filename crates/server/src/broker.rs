@@ -20,6 +20,11 @@ pub(crate) struct Broker {
     pub node: OnceLock<Node>,
     pub cluster_id: String,
     pub metrics: Metrics,
+    /// Where the next Fetch starts spending its byte budget (see `connection::fetch_request`).
+    pub fetch_rotation: std::sync::atomic::AtomicUsize,
+    /// Client quotas; `quotas_on` is false while no client has one (nothing is recorded).
+    pub quotas: std::sync::Mutex<weir_broker::quota::Quotas>,
+    pub quotas_on: std::sync::atomic::AtomicBool,
     /// Request bytes in memory, against `request_memory_budget_bytes` (one permit per byte).
     pub request_budget: tokio::sync::Semaphore,
     /// Open Kafka connections, against `max_connections` and `max_connections_per_ip`.

@@ -23,6 +23,10 @@ pub struct ServerConfig {
     /// connections. A request's size is reserved before its body is read; when the budget is
     /// spent, connections stop reading (TCP pushes back on the clients) until requests finish.
     pub request_memory_budget_bytes: usize,
+    /// Client quotas: `quota_producer_byte_rate` and `quota_consumer_byte_rate` for every
+    /// client id, and `[client_quotas."<client id>"]` tables with `producer_byte_rate` and
+    /// `consumer_byte_rate` for one (Kafka's quota names).
+    pub quotas: QuotaSettings,
     /// `max_connections` (Kafka's `max.connections`): open Kafka connections over all shards;
     /// one more is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -55,6 +59,30 @@ pub struct ServerConfig {
     pub offsets_partitions: u32,
     /// Group coordination and committed offsets.
     pub groups: GroupSettings,
+}
+
+pub use weir_broker::quota::Rates as QuotaRates;
+
+/// Quota rates as configured: the default and per client id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaSettings {
+    pub default: weir_broker::quota::Rates,
+    pub clients: std::collections::BTreeMap<String, weir_broker::quota::Rates>,
+}
+
+impl QuotaSettings {
+    pub fn any(&self) -> bool {
+        let none = weir_broker::quota::Rates::default();
+        self.default != none || self.clients.values().any(|r| *r != none)
+    }
+
+    pub fn default_rates(&self) -> weir_broker::quota::Rates {
+        self.default
+    }
+
+    pub fn clients(&self) -> impl Iterator<Item = (&str, weir_broker::quota::Rates)> {
+        self.clients.iter().map(|(c, r)| (c.as_str(), *r))
+    }
 }
 
 /// Settings of consumer groups and their committed offsets.
@@ -109,6 +137,7 @@ impl Default for ServerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             request_memory_budget_bytes: request_memory_budget_default(),
+            quotas: QuotaSettings::default(),
             max_connections: MAX_CONNECTIONS_DEFAULT,
             max_connections_per_ip: MAX_CONNECTIONS_DEFAULT,
             connections_max_idle: Duration::from_secs(600),

@@ -23,6 +23,7 @@ use crate::configs;
 use crate::groups;
 use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 use crate::producers;
+use crate::quotas;
 
 /// Bytes read from the socket at a time while a frame body arrives: memory follows what the
 /// peer actually sent, not the size it declared.
@@ -113,7 +114,8 @@ pub(crate) async fn serve(
             Ok(Ok(())) => {}
         }
         let started = std::time::Instant::now();
-        let Some(response) = answer(&broker, &peer, &frame).await else {
+        let mut throttle = Duration::ZERO;
+        let Some(response) = answer(&broker, &peer, &frame, &mut throttle).await else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
@@ -122,6 +124,14 @@ pub(crate) async fn serve(
         if let Some(bytes) = response {
             if stream.write_all(&bytes).await.is_err() {
                 break;
+            }
+        }
+        if !throttle.is_zero() {
+            // Over its quota: the answer went out with throttle_time_ms, and the connection is
+            // not read for that long (KIP-219), whether or not the client holds back itself.
+            tokio::select! {
+                () = tokio::time::sleep(throttle) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
         if frame.capacity() > READ_BUFFER_KEEP_BYTES {
@@ -157,7 +167,15 @@ async fn read_body(
 
 /// The answer to one request frame: `Some(Some(bytes))` to send, `Some(None)` when the request
 /// wants no response (acks=0), `None` to close the connection.
-async fn answer(broker: &Arc<Broker>, peer: &str, frame: &[u8]) -> Option<Option<bytes::Bytes>> {
+///
+/// `throttle` is set when the client is over a quota: the response carries it and the
+/// connection is not read for that long.
+async fn answer(
+    broker: &Arc<Broker>,
+    peer: &str,
+    frame: &[u8],
+    throttle: &mut Duration,
+) -> Option<Option<bytes::Bytes>> {
     let (header, request) = match decode_request(frame).ok()? {
         Decoded::Request { header, request } => (header, request),
         Decoded::ApiVersionsFallback(id) => {
@@ -178,7 +196,14 @@ async fn answer(broker: &Arc<Broker>, peer: &str, frame: &[u8]) -> Option<Option
         Request::Metadata(request) => broker.metadata(&request).await,
         Request::Produce(request) => {
             let acks = request.acks;
-            let response = produce_request(broker, frame, request).await;
+            let mut response = produce_request(broker, frame, request).await;
+            *throttle = quotas::charge(
+                broker,
+                header.client_id,
+                frame.len(),
+                version,
+                &mut response,
+            );
             if acks == 0 {
                 // No answer for acks=0; a failure closes the connection, as Kafka does, so the
                 // producer notices and refreshes its metadata.
@@ -193,7 +218,11 @@ async fn answer(broker: &Arc<Broker>, peer: &str, frame: &[u8]) -> Option<Option
             }
             response
         }
-        Request::Fetch(request) => fetch_request(broker, request).await,
+        Request::Fetch(request) => {
+            let mut response = fetch_request(broker, request).await;
+            *throttle = quotas::charge(broker, header.client_id, 0, version, &mut response);
+            response
+        }
         Request::ListOffsets(request) => {
             list_offsets_request(broker, header.id.api_version, request).await
         }
@@ -338,54 +367,79 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response 
     let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     loop {
         let snapshot = broker.topics.snapshot();
-        let mut topics = Vec::new();
         let mut watches = Vec::new();
         let mut total = 0usize;
         let mut errors = false;
-        for topic in &request.topics {
-            let known = snapshot.get(&topic.name).cloned();
-            let mut parts = Vec::new();
-            for part in &topic.partitions {
-                let outcome = match &known {
-                    Some(t) if (0..t.partitions).contains(&part.index) => {
-                        // What is left of the response's budget; once spent, offsets only.
-                        let left = max_bytes.saturating_sub(total);
-                        let max = (part.partition_max_bytes.max(0) as usize).min(left);
-                        let max = (total == 0 || max > 0).then_some(max as u64);
-                        ask(broker, &t.name, part.index, |reply| ShardMsg::Fetch {
-                            topic: t.clone(),
-                            partition: part.index,
-                            offset: part.fetch_offset,
-                            max_bytes: max,
-                            reply,
-                        })
-                        .await
-                        .unwrap_or_else(|| FetchOutcome::error(error_code::KAFKA_STORAGE_ERROR))
-                    }
-                    _ => FetchOutcome::error(error_code::UNKNOWN_TOPIC_OR_PARTITION),
-                };
-                errors |= outcome.error_code != error_code::NONE;
-                // The response's max_bytes: later partitions get nothing once it is used up,
-                // but the first batch is always sent (KIP-74).
-                let records = if total > 0 && total + outcome.records.len() > max_bytes {
-                    bytes::Bytes::new()
-                } else {
-                    outcome.records
-                };
-                total += records.len();
-                if let Some(end) = outcome.end {
-                    watches.push(end);
+        // The response's byte budget goes to partitions in turn, starting one further along
+        // at every Fetch, so a partition with a large backlog early in the request cannot take
+        // the whole budget every time (the answer keeps the request's order).
+        let wanted: Vec<(usize, usize)> = request
+            .topics
+            .iter()
+            .enumerate()
+            .flat_map(|(t, topic)| (0..topic.partitions.len()).map(move |p| (t, p)))
+            .collect();
+        let start = match wanted.len() {
+            0 => 0,
+            n => broker.fetch_rotation.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let mut fetched: Vec<Option<FetchedPartition>> = wanted.iter().map(|_| None).collect();
+        for k in 0..wanted.len() {
+            let slot = (start + k) % wanted.len();
+            let (t, p) = wanted[slot];
+            let (topic, part) = (&request.topics[t], &request.topics[t].partitions[p]);
+            let outcome = match snapshot.get(&topic.name) {
+                Some(known) if (0..known.partitions).contains(&part.index) => {
+                    // What is left of the response's budget; once spent, offsets only.
+                    let left = max_bytes.saturating_sub(total);
+                    let max = (part.partition_max_bytes.max(0) as usize).min(left);
+                    let max = (total == 0 || max > 0).then_some(max as u64);
+                    ask(broker, &known.name, part.index, |reply| ShardMsg::Fetch {
+                        topic: known.clone(),
+                        partition: part.index,
+                        offset: part.fetch_offset,
+                        max_bytes: max,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or_else(|| FetchOutcome::error(error_code::KAFKA_STORAGE_ERROR))
                 }
-                parts.push(FetchedPartition {
-                    index: part.index,
-                    error_code: outcome.error_code,
-                    high_watermark: outcome.high_watermark,
-                    log_start_offset: outcome.log_start_offset,
-                    records,
-                });
+                _ => FetchOutcome::error(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            errors |= outcome.error_code != error_code::NONE;
+            // The response's max_bytes: later partitions get nothing once it is used up,
+            // but the first batch is always sent (KIP-74).
+            let records = if total > 0 && total + outcome.records.len() > max_bytes {
+                bytes::Bytes::new()
+            } else {
+                outcome.records
+            };
+            total += records.len();
+            if let Some(end) = outcome.end {
+                watches.push(end);
             }
-            topics.push((topic.name.clone(), parts));
+            fetched[slot] = Some(FetchedPartition {
+                index: part.index,
+                error_code: outcome.error_code,
+                high_watermark: outcome.high_watermark,
+                log_start_offset: outcome.log_start_offset,
+                records,
+            });
         }
+        let mut fetched = fetched
+            .into_iter()
+            .map(|p| p.expect("every partition fetched"));
+        let topics: Vec<_> = request
+            .topics
+            .iter()
+            .map(|topic| {
+                let parts = fetched
+                    .by_ref()
+                    .take(topic.partitions.len())
+                    .collect::<Vec<_>>();
+                (topic.name.clone(), parts)
+            })
+            .collect();
         let now = tokio::time::Instant::now();
         let done = total >= min_bytes || errors || now >= deadline || watches.is_empty();
         if done {

@@ -18,6 +18,7 @@ mod limits;
 mod metrics;
 mod partition;
 mod producers;
+mod quotas;
 mod shard;
 
 use std::net::SocketAddr;
@@ -81,6 +82,16 @@ impl Server {
                     .request_memory_budget_bytes
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
+            fetch_rotation: std::sync::atomic::AtomicUsize::new(0),
+            quotas_on: std::sync::atomic::AtomicBool::new(config.quotas.any()),
+            quotas: std::sync::Mutex::new(weir_broker::quota::Quotas::new(
+                config.quotas.default_rates(),
+                config
+                    .quotas
+                    .clients()
+                    .map(|(c, r)| (c.to_string(), r))
+                    .collect(),
+            )),
             connections: limits::Connections::new(
                 config.max_connections,
                 config.max_connections_per_ip,

@@ -123,6 +123,20 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A label value as Prometheus' text format wants it: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Kafka's name of an API key, for labels.
 fn api_name(key: usize) -> String {
     i16::try_from(key)
@@ -211,6 +225,29 @@ pub fn render(broker: &Broker) -> String {
             out,
             "weir_connections_timed_out_total{{reason=\"{reason}\"}} {n}"
         );
+    }
+    header(
+        &mut out,
+        "weir_client_throttle_seconds_total",
+        "counter",
+        "Throttle time handed to clients over their quotas, by client id and quota",
+    );
+    {
+        let quotas = broker.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut throttled: Vec<_> = quotas.throttled().collect();
+        throttled.sort_by(|a, b| (a.0, a.1 as u8).cmp(&(b.0, b.1 as u8)));
+        for (client, kind, total) in throttled {
+            let kind = match kind {
+                weir_broker::quota::Kind::Produce => "produce",
+                weir_broker::quota::Kind::Fetch => "fetch",
+            };
+            let _ = writeln!(
+                out,
+                "weir_client_throttle_seconds_total{{client_id=\"{}\",quota=\"{kind}\"}} {:.3}",
+                label(client),
+                total.as_secs_f64()
+            );
+        }
     }
     header(
         &mut out,

@@ -26,6 +26,9 @@ struct FileConfig {
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
     request_memory_budget_bytes: Option<usize>,
+    quota_producer_byte_rate: Option<u64>,
+    quota_consumer_byte_rate: Option<u64>,
+    client_quotas: Option<std::collections::BTreeMap<String, ClientQuota>>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     connections_max_idle_ms: Option<u64>,
@@ -37,6 +40,14 @@ struct FileConfig {
     group_min_session_timeout_ms: Option<u64>,
     group_max_session_timeout_ms: Option<u64>,
     group_max_size: Option<usize>,
+}
+
+/// `[client_quotas."<client id>"]`: one client's rates (Kafka's quota names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientQuota {
+    producer_byte_rate: Option<u64>,
+    consumer_byte_rate: Option<u64>,
 }
 
 /// One setting from one source, applied in precedence order.
@@ -66,6 +77,17 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
                 return Err(bad("must be between 64 and 2147483647"));
             }
             config.socket_request_max_bytes = n;
+        }
+        "quota_producer_byte_rate" | "quota_consumer_byte_rate" => {
+            let rate: u64 = value.parse().map_err(|_| bad("not a number"))?;
+            if rate < 1 {
+                return Err(bad("must be at least 1 (bytes per second)"));
+            }
+            if key == "quota_producer_byte_rate" {
+                config.quotas.default.producer_byte_rate = Some(rate);
+            } else {
+                config.quotas.default.consumer_byte_rate = Some(rate);
+            }
         }
         "request_memory_budget_bytes" => {
             let n: usize = value.parse().map_err(|_| bad("not a number"))?;
@@ -203,6 +225,14 @@ pub fn resolve(
                 parsed.request_memory_budget_bytes.map(|n| n.to_string()),
             ),
             (
+                "quota_producer_byte_rate",
+                parsed.quota_producer_byte_rate.map(|n| n.to_string()),
+            ),
+            (
+                "quota_consumer_byte_rate",
+                parsed.quota_consumer_byte_rate.map(|n| n.to_string()),
+            ),
+            (
                 "max_connections",
                 parsed.max_connections.map(|n| n.to_string()),
             ),
@@ -253,6 +283,19 @@ pub fn resolve(
             if let Some(value) = value {
                 apply(&mut config, key, &value, &source)?;
             }
+        }
+        for (client, quota) in parsed.client_quotas.unwrap_or_default() {
+            let rate = |r: Option<u64>, name: &str| match r {
+                Some(0) => Err(format!(
+                    "{source}: client_quotas.{client:?}.{name}: must be at least 1"
+                )),
+                r => Ok(r),
+            };
+            let rates = weir_server::config::QuotaRates {
+                producer_byte_rate: rate(quota.producer_byte_rate, "producer_byte_rate")?,
+                consumer_byte_rate: rate(quota.consumer_byte_rate, "consumer_byte_rate")?,
+            };
+            config.quotas.clients.insert(client, rates);
         }
     }
     for (var, key) in ENV {

@@ -193,3 +193,59 @@ fn idempotent_producer_delivers_exactly_once_through_a_faulty_proxy() {
     );
     eprint!("{stdout}");
 }
+
+#[test]
+fn a_client_over_its_produce_quota_is_throttled_to_it_and_others_are_not() {
+    let Some(python) = python() else { return };
+    let dir = std::env::temp_dir().join(format!("weir-quota-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("weir.toml");
+    std::fs::write(
+        &config,
+        "[client_quotas.limited]\nproducer_byte_rate = 1000000\n",
+    )
+    .expect("config");
+    let serve = Serve::start_in(
+        dir.join("data"),
+        &["--config", config.to_str().expect("utf-8 path")],
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/quota.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([serve.kafka.as_str(), "quota", "20"])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "quota.py: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    eprintln!("{results}");
+    let limited = &results["limited"];
+    let rate = limited["bytes_per_s"].as_f64().expect("rate");
+    assert!(
+        (0.85e6..=1.15e6).contains(&rate),
+        "the limited client got {rate:.0} B/s against a quota of 1,000,000"
+    );
+    assert!(limited["throttle_events"].as_u64().expect("events") > 0);
+    let free = &results["free"];
+    assert_eq!(free["throttle_events"].as_u64(), Some(0), "{free}");
+    let free_rate = free["bytes_per_s"].as_f64().expect("rate");
+    assert!(
+        free_rate > 0.85 * 20e6,
+        "the unlimited client got {free_rate:.0} B/s of the 20 MB/s it offered"
+    );
+    let metrics = common::metrics(&serve);
+    assert!(
+        metrics.contains(
+            "weir_client_throttle_seconds_total{client_id=\"limited\",quota=\"produce\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("client_id=\"free\""));
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1419,3 +1419,39 @@ fn requests_wait_for_the_memory_budget_instead_of_allocating() {
     assert!(metrics.contains("weir_request_budget_in_use_bytes 0"));
     let _ = std::fs::remove_file(&config);
 }
+
+#[test]
+fn a_partition_with_a_backlog_does_not_take_every_fetch_budget() {
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 5, "fair", 2, 1, &[], false).error_code,
+        0
+    );
+    for partition in 0..2 {
+        for _ in 0..3 {
+            assert_eq!(
+                produce(&mut s, "fair", partition, big_batch(100_000), 1).error_code,
+                0
+            );
+        }
+    }
+    // Each Fetch asks for both partitions from the start with room for one batch: the budget
+    // goes to one partition, and to the other on the next Fetch.
+    let mut served = [0; 2];
+    for _ in 0..4 {
+        let response = fetch_once(&mut s, "fair", &[0, 1], 150_000, 0, 0);
+        let parts = &response.responses[0].partitions;
+        assert_eq!(
+            parts.iter().map(|p| p.partition_index).collect::<Vec<_>>(),
+            [0, 1],
+            "the answer keeps the request's order"
+        );
+        let with_records: Vec<usize> = (0..2)
+            .filter(|&i| parts[i].records.as_ref().is_some_and(|r| !r.is_empty()))
+            .collect();
+        assert_eq!(with_records.len(), 1, "one batch fits the budget");
+        served[with_records[0]] += 1;
+    }
+    assert_eq!(served, [2, 2], "the budget went to the partitions in turn");
+}

@@ -20,9 +20,21 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
+/// The broker's `/metrics` text.
+pub fn metrics(serve: &Serve) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&serve.http).expect("http");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("get");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("metrics");
+    text
+}
+
 pub struct Serve {
     pub child: std::process::Child,
     pub kafka: String,
+    /// The HTTP listener (`/health`, `/metrics`).
+    pub http: String,
     pub dir: PathBuf,
     /// Keep the data directory when dropped (a restart follows).
     keep: bool,
@@ -94,18 +106,24 @@ impl Serve {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let kafka = loop {
-            assert!(Instant::now() < deadline, "no listening line");
+        let (mut kafka, mut http) = (None, None);
+        while kafka.is_none() || http.is_none() {
+            assert!(Instant::now() < deadline, "no listening lines");
             let line = lines.next().expect("weir exited").expect("read");
             if let Some(addr) = line.strip_prefix("weir: kafka listening on ") {
-                break addr.to_string();
+                kafka = Some(addr.to_string());
             }
-        };
+            if let Some(addr) = line.strip_prefix("weir: http listening on ") {
+                http = Some(addr.to_string());
+            }
+        }
+        let (kafka, http) = (kafka.expect("kafka"), http.expect("http"));
         // Keep draining stderr so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Serve {
             child,
             kafka,
+            http,
             dir,
             keep: false,
         }

@@ -1,0 +1,257 @@
+//! Client quotas: produce and fetch bytes per second per client id, as Kafka's
+//! `producer_byte_rate` and `consumer_byte_rate`. A pure core: the caller passes the time and
+//! gets back how long to throttle the client (the `throttle_time_ms` of the response, for which
+//! the connection is then not read: KIP-219).
+//!
+//! Each (client id, kind) has a token bucket holding at most one second of its rate. A request
+//! takes its bytes at once, going into debt if need be; the throttle is the time the debt takes
+//! to repay. Over any long span a client gets its rate, give or take one second's burst.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What a quota limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Record bytes produced (Kafka's `producer_byte_rate`).
+    Produce,
+    /// Bytes of fetch responses (Kafka's `consumer_byte_rate`).
+    Fetch,
+}
+
+/// Rates for one client id (or the default for all); `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    pub producer_byte_rate: Option<u64>,
+    pub consumer_byte_rate: Option<u64>,
+}
+
+impl Rates {
+    fn of(&self, kind: Kind) -> Option<u64> {
+        match kind {
+            Kind::Produce => self.producer_byte_rate,
+            Kind::Fetch => self.consumer_byte_rate,
+        }
+    }
+}
+
+/// Client ids tracked at once; beyond it, buckets that have refilled completely (idle
+/// clients) are forgotten, and if none has, new clients share one more, unnamed bucket. Client ids come from clients, so their number must not grow the broker's memory.
+pub const CLIENTS_TRACKED_MAX: usize = 10_000;
+
+/// The longest throttle handed out, as Kafka caps it (a client over its quota by far is slowed
+/// in steps, not silenced for minutes).
+pub const THROTTLE_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u64,
+    /// Bytes available; negative: debt.
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.rate as f64);
+        self.last = now;
+    }
+}
+
+/// Every client's quota state.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    default: Rates,
+    clients: HashMap<String, Rates>,
+    buckets: HashMap<(String, Kind), Bucket>,
+    throttled: HashMap<(String, Kind), Duration>,
+}
+
+impl Quotas {
+    pub fn new(default: Rates, clients: HashMap<String, Rates>) -> Quotas {
+        Quotas {
+            default,
+            clients,
+            ..Quotas::default()
+        }
+    }
+
+    /// True if some client has a limit: otherwise nothing needs recording.
+    pub fn any(&self) -> bool {
+        self.default != Rates::default() || self.clients.values().any(|r| *r != Rates::default())
+    }
+
+    /// The rates that apply to `client`.
+    pub fn rates(&self, client: &str) -> Rates {
+        self.clients.get(client).copied().unwrap_or(self.default)
+    }
+
+    pub fn default_rates(&self) -> Rates {
+        self.default
+    }
+
+    /// The client ids with their own rates.
+    pub fn clients(&self) -> impl Iterator<Item = (&str, Rates)> {
+        self.clients.iter().map(|(c, r)| (c.as_str(), *r))
+    }
+
+    /// Sets (`Some`) or removes the rates of `client`, or the default when `client` is `None`.
+    pub fn set(&mut self, client: Option<&str>, rates: Option<Rates>) {
+        match client {
+            None => self.default = rates.unwrap_or_default(),
+            Some(c) => match rates {
+                Some(r) => {
+                    self.clients.insert(c.to_string(), r);
+                }
+                None => {
+                    self.clients.remove(c);
+                }
+            },
+        }
+        // New rates take effect from now: forget the buckets (their rate may have changed).
+        self.buckets.clear();
+    }
+
+    /// Records `bytes` of `kind` for `client` at `now`; returns how long to throttle it.
+    pub fn record(&mut self, client: &str, kind: Kind, bytes: u64, now: Instant) -> Duration {
+        let Some(rate) = self.rates(client).of(kind).filter(|&r| r > 0) else {
+            return Duration::ZERO;
+        };
+        let key = (client.to_string(), kind);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= CLIENTS_TRACKED_MAX {
+            self.forget_idle(now);
+        }
+        let key = if self.buckets.contains_key(&key) || self.buckets.len() < CLIENTS_TRACKED_MAX {
+            key
+        } else {
+            (String::new(), kind)
+        };
+        let bucket = self.buckets.entry(key.clone()).or_insert(Bucket {
+            rate,
+            tokens: rate as f64,
+            last: now,
+        });
+        bucket.refill(now);
+        bucket.tokens -= bytes as f64;
+        if bucket.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        let throttle =
+            Duration::from_secs_f64(-bucket.tokens / bucket.rate as f64).min(THROTTLE_MAX);
+        if self.throttled.len() <= CLIENTS_TRACKED_MAX || self.throttled.contains_key(&key) {
+            *self.throttled.entry(key).or_default() += throttle;
+        }
+        throttle
+    }
+
+    /// Total throttle handed out per (client id, kind), for metrics ("" is the shared bucket of
+    /// clients beyond the tracked maximum).
+    pub fn throttled(&self) -> impl Iterator<Item = (&str, Kind, Duration)> {
+        self.throttled
+            .iter()
+            .map(|((c, k), d)| (c.as_str(), *k, *d))
+    }
+
+    fn forget_idle(&mut self, now: Instant) {
+        self.buckets.retain(|_, b| {
+            let mut b = *b;
+            b.refill(now);
+            b.tokens < b.rate as f64
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(n: u64) -> Option<u64> {
+        Some(n * 1_000_000)
+    }
+
+    #[test]
+    fn a_client_gets_its_rate_over_time_and_others_are_not_touched() {
+        let limited = Rates {
+            producer_byte_rate: mb(1),
+            consumer_byte_rate: None,
+        };
+        let mut q = Quotas::new(
+            Rates::default(),
+            HashMap::from([("slow".to_string(), limited)]),
+        );
+        assert!(q.any());
+        let t0 = Instant::now();
+        // "slow" sends 100 KB requests as fast as the throttles let it, for 20 s.
+        let (mut now, mut sent) = (t0, 0u64);
+        while now < t0 + Duration::from_secs(20) {
+            let throttle = q.record("slow", Kind::Produce, 100_000, now);
+            sent += 100_000;
+            now += throttle.max(Duration::from_millis(1));
+        }
+        let rate = sent as f64 / 20.0;
+        assert!((0.95e6..=1.1e6).contains(&rate), "got {rate} B/s");
+        // The one-second burst first, then throttles of 0.1 s per request.
+        assert_eq!(
+            q.record("fast", Kind::Produce, 50_000_000, now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            q.record("slow", Kind::Fetch, 50_000_000, now),
+            Duration::ZERO
+        );
+        let total: Duration = q.throttled().map(|(_, _, d)| d).sum();
+        assert!(total > Duration::from_secs(18), "{total:?}");
+    }
+
+    #[test]
+    fn the_default_applies_to_unnamed_clients_and_throttles_are_capped() {
+        let mut q = Quotas::new(
+            Rates {
+                producer_byte_rate: None,
+                consumer_byte_rate: mb(1),
+            },
+            HashMap::new(),
+        );
+        let now = Instant::now();
+        assert_eq!(q.record("any", Kind::Fetch, 1_000_000, now), Duration::ZERO);
+        assert_eq!(
+            q.record("any", Kind::Fetch, 500_000, now),
+            Duration::from_millis(500)
+        );
+        assert_eq!(q.record("any", Kind::Fetch, 100_000_000, now), THROTTLE_MAX);
+        q.set(None, None);
+        assert!(!q.any());
+        assert_eq!(
+            q.record("any", Kind::Fetch, 100_000_000, now),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn client_ids_cannot_grow_memory_without_bound() {
+        let mut q = Quotas::new(
+            Rates {
+                producer_byte_rate: mb(1),
+                ..Rates::default()
+            },
+            HashMap::new(),
+        );
+        let now = Instant::now();
+        for i in 0..CLIENTS_TRACKED_MAX + 500 {
+            q.record(&format!("c{i}"), Kind::Produce, 2_000_000, now);
+        }
+        // The named ones, and the one shared by the clients beyond them.
+        assert_eq!(q.buckets.len(), CLIENTS_TRACKED_MAX + 1);
+        assert!(q.throttled.len() <= CLIENTS_TRACKED_MAX + 1);
+        // Later, idle buckets are forgotten to make room.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(
+            q.record("newcomer", Kind::Produce, 10, later),
+            Duration::ZERO
+        );
+        assert!(q
+            .buckets
+            .contains_key(&("newcomer".to_string(), Kind::Produce)));
+    }
+}
