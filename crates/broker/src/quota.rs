@@ -113,6 +113,13 @@ impl Quotas {
         self.buckets.clear();
     }
 
+    /// Replaces every rate (the default and all clients'); buckets start afresh.
+    pub fn replace(&mut self, default: Rates, clients: HashMap<String, Rates>) {
+        self.default = default;
+        self.clients = clients;
+        self.buckets.clear();
+    }
+
     /// Records `bytes` of `kind` for `client` at `now`; returns how long to throttle it.
     pub fn record(&mut self, client: &str, kind: Kind, bytes: u64, now: Instant) -> Duration {
         let Some(rate) = self.rates(client).of(kind).filter(|&r| r > 0) else {

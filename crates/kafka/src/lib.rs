@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod configs;
 pub mod coordinator;
 pub mod delete_records;
@@ -59,6 +60,8 @@ pub enum Request {
     DeleteGroups(group_admin::DeleteGroupsRequest),
     InitProducerId(producer_id::InitProducerIdRequest),
     DescribeCluster(describe_cluster::DescribeClusterRequest),
+    DescribeClientQuotas(client_quotas::DescribeClientQuotasRequest),
+    AlterClientQuotas(client_quotas::AlterClientQuotasRequest),
 }
 
 /// What a request frame turned out to be.
@@ -144,6 +147,12 @@ pub fn decode_request(frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         ApiKey::InitProducerId => {
             Request::InitProducerId(producer_id::decode(&mut reader, version)?)
         }
+        ApiKey::DescribeClientQuotas => {
+            Request::DescribeClientQuotas(client_quotas::decode_describe(&mut reader, version)?)
+        }
+        ApiKey::AlterClientQuotas => {
+            Request::AlterClientQuotas(client_quotas::decode_alter(&mut reader, version)?)
+        }
         ApiKey::DescribeCluster => {
             Request::DescribeCluster(describe_cluster::decode(&mut reader, version)?)
         }
@@ -179,6 +188,8 @@ pub enum Response {
     DeleteGroups(kafka_protocol::messages::DeleteGroupsResponse),
     InitProducerId(kafka_protocol::messages::InitProducerIdResponse),
     DescribeCluster(kafka_protocol::messages::DescribeClusterResponse),
+    DescribeClientQuotas(kafka_protocol::messages::DescribeClientQuotasResponse),
+    AlterClientQuotas(kafka_protocol::messages::AlterClientQuotasResponse),
 }
 
 /// A response that cannot be encoded at the request's version: a bug of ours (a field set that
@@ -233,6 +244,8 @@ pub fn encode_response(
         Response::DeleteGroups(_) => (ApiKey::DeleteGroups, id.api_version),
         Response::InitProducerId(_) => (ApiKey::InitProducerId, id.api_version),
         Response::DescribeCluster(_) => (ApiKey::DescribeCluster, id.api_version),
+        Response::DescribeClientQuotas(_) => (ApiKey::DescribeClientQuotas, id.api_version),
+        Response::AlterClientQuotas(_) => (ApiKey::AlterClientQuotas, id.api_version),
     };
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // size, filled in below
@@ -267,6 +280,8 @@ pub fn encode_response(
         Response::DeleteGroups(body) => body.encode(&mut buf, version),
         Response::InitProducerId(body) => body.encode(&mut buf, version),
         Response::DescribeCluster(body) => body.encode(&mut buf, version),
+        Response::DescribeClientQuotas(body) => body.encode(&mut buf, version),
+        Response::AlterClientQuotas(body) => body.encode(&mut buf, version),
     }
     .map_err(error)?;
     let size = (buf.len() - 4) as i32;

@@ -68,6 +68,10 @@ impl<'a> Reader<'a> {
         Ok(i64::from_be_bytes(self.array(what)?))
     }
 
+    pub fn f64(&mut self, what: &'static str) -> Result<f64, DecodeError> {
+        Ok(f64::from_bits(u64::from_be_bytes(self.array(what)?)))
+    }
+
     pub fn uuid(&mut self, what: &'static str) -> Result<[u8; 16], DecodeError> {
         self.array(what)
     }

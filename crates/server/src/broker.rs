@@ -22,7 +22,12 @@ pub(crate) struct Broker {
     pub metrics: Metrics,
     /// Where the next Fetch starts spending its byte budget (see `connection::fetch_request`).
     pub fetch_rotation: std::sync::atomic::AtomicUsize,
-    /// Client quotas; `quotas_on` is false while no client has one (nothing is recorded).
+    /// The quotas from the config file and those set at runtime (stored in the data dir).
+    pub quota_layers: std::sync::Mutex<crate::quotas::Layers>,
+    /// Held while an AlterClientQuotas stores its change.
+    pub quota_alter: tokio::sync::Mutex<()>,
+    /// Client quotas in force; `quotas_on` is false while no client has one (nothing is
+    /// recorded).
     pub quotas: std::sync::Mutex<weir_broker::quota::Quotas>,
     pub quotas_on: std::sync::atomic::AtomicBool,
     /// Request bytes in memory, against `request_memory_budget_bytes` (one permit per byte).

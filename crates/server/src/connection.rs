@@ -251,6 +251,8 @@ async fn answer(
         Request::DescribeGroups(request) => groups::describe(broker, version, request).await,
         Request::DeleteGroups(request) => groups::delete(broker, request).await,
         Request::InitProducerId(request) => producers::init_producer_id(broker, request).await,
+        Request::DescribeClientQuotas(request) => quotas::describe(broker, request),
+        Request::AlterClientQuotas(request) => quotas::alter(broker, request).await,
         Request::DescribeCluster(request) => {
             Response::DescribeCluster(weir_kafka::describe_cluster::response(
                 version,

@@ -60,6 +60,11 @@ impl Server {
         }
         std::fs::create_dir_all(&config.data_dir)?;
         let cluster_id = broker::cluster_id(&config.data_dir)?;
+        let quota_layers = quotas::Layers {
+            file: config.quotas.clone(),
+            runtime: quotas::load(&config.data_dir)?,
+        };
+        let in_force = quota_layers.effective();
         let topics = Topics::open(&config.data_dir).map_err(std::io::Error::other)?;
         let flusher = Flusher::start(config.flush_threads)?;
         let offsets_partitions =
@@ -83,15 +88,16 @@ impl Server {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
             fetch_rotation: std::sync::atomic::AtomicUsize::new(0),
-            quotas_on: std::sync::atomic::AtomicBool::new(config.quotas.any()),
+            quotas_on: std::sync::atomic::AtomicBool::new(in_force.any()),
             quotas: std::sync::Mutex::new(weir_broker::quota::Quotas::new(
-                config.quotas.default_rates(),
-                config
-                    .quotas
+                in_force.default_rates(),
+                in_force
                     .clients()
                     .map(|(c, r)| (c.to_string(), r))
                     .collect(),
             )),
+            quota_layers: std::sync::Mutex::new(quota_layers),
+            quota_alter: tokio::sync::Mutex::new(()),
             connections: limits::Connections::new(
                 config.max_connections,
                 config.max_connections_per_ip,

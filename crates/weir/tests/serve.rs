@@ -1455,3 +1455,219 @@ fn a_partition_with_a_backlog_does_not_take_every_fetch_budget() {
     }
     assert_eq!(served, [2, 2], "the budget went to the partitions in turn");
 }
+
+/// A request frame sent with client id `client`.
+fn request_as<T: Encodable>(client: &str, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_string(client.to_string())))
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&buf);
+    framed
+}
+
+/// (client id or None for the default, [(key, value)]) of every client-id quota, sorted.
+/// A client id (None: the default) and its quota (key, value)s.
+type ClientQuota = (Option<String>, Vec<(String, f64)>);
+
+/// An AlterClientQuotas entry: entity type, name, [(key, value, remove)].
+type QuotaChange<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, f64, bool)>);
+
+fn describe_quotas(stream: &mut TcpStream) -> Vec<ClientQuota> {
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::{DescribeClientQuotasRequest, DescribeClientQuotasResponse};
+    let request =
+        DescribeClientQuotasRequest::default().with_components(vec![ComponentData::default()
+            .with_entity_type(StrBytes::from_static_str("client-id"))
+            .with_match_type(2)]);
+    let frame = request_frame(ApiKey::DescribeClientQuotas, 1, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::DescribeClientQuotas, 1);
+    let response = DescribeClientQuotasResponse::decode(&mut body, 1).expect("describe");
+    assert_eq!(response.error_code, 0);
+    let mut out: Vec<_> = response
+        .entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.entity.len(), 1);
+            assert_eq!(e.entity[0].entity_type.as_str(), "client-id");
+            let name = e.entity[0].entity_name.as_ref().map(|n| n.to_string());
+            let mut values: Vec<_> = e
+                .values
+                .iter()
+                .map(|v| (v.key.to_string(), v.value))
+                .collect();
+            values.sort_by(|a, b| a.0.cmp(&b.0));
+            (name, values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Sends AlterClientQuotas entries of (entity type, name, [(key, value, remove)]); returns the
+/// error codes in order.
+fn alter_quotas(stream: &mut TcpStream, entries: &[QuotaChange<'_>]) -> Vec<i16> {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::{AlterClientQuotasRequest, AlterClientQuotasResponse};
+    let request = AlterClientQuotasRequest::default().with_entries(
+        entries
+            .iter()
+            .map(|(kind, name, ops)| {
+                EntryData::default()
+                    .with_entity(vec![EntityData::default()
+                        .with_entity_type(StrBytes::from_string(kind.to_string()))
+                        .with_entity_name(
+                            name.map(|n| StrBytes::from_string(n.to_string())),
+                        )])
+                    .with_ops(
+                        ops.iter()
+                            .map(|(k, v, remove)| {
+                                OpData::default()
+                                    .with_key(StrBytes::from_string(k.to_string()))
+                                    .with_value(*v)
+                                    .with_remove(*remove)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    let frame = request_frame(ApiKey::AlterClientQuotas, 1, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::AlterClientQuotas, 1);
+    let response = AlterClientQuotasResponse::decode(&mut body, 1).expect("alter");
+    response.entries.iter().map(|e| e.error_code).collect()
+}
+
+#[test]
+fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
+    let config = std::env::temp_dir().join(format!("weir-quotas-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[client_quotas.batch]\nproducer_byte_rate = 5000000\n",
+    )
+    .expect("config");
+    let args = ["--config", config.to_str().expect("utf-8 path")];
+    let weir = Weir::start(&args);
+    let mut s = weir.connect();
+    let rate = |k: &str, v: f64| (k.to_string(), v);
+    assert_eq!(
+        describe_quotas(&mut s),
+        vec![(Some("batch".into()), vec![rate("producer_byte_rate", 5e6)])]
+    );
+    let codes = alter_quotas(
+        &mut s,
+        &[
+            (
+                "client-id",
+                Some("slow"),
+                vec![("producer_byte_rate", 100_000.0, false)],
+            ),
+            ("client-id", None, vec![("consumer_byte_rate", 1e9, false)]),
+            (
+                "user",
+                Some("alice"),
+                vec![("producer_byte_rate", 1.0, false)],
+            ),
+            (
+                "client-id",
+                Some("x"),
+                vec![("request_percentage", 50.0, false)],
+            ),
+            (
+                "client-id",
+                Some("y"),
+                vec![("producer_byte_rate", -5.0, false)],
+            ),
+        ],
+    );
+    assert_eq!(
+        codes,
+        [0, 0, 42, 42, 42],
+        "unsupported entities and keys are refused"
+    );
+    let all = vec![
+        (None, vec![rate("consumer_byte_rate", 1e9)]),
+        (Some("batch".into()), vec![rate("producer_byte_rate", 5e6)]),
+        (Some("slow".into()), vec![rate("producer_byte_rate", 1e5)]),
+    ];
+    assert_eq!(describe_quotas(&mut s), all);
+
+    // "slow" sends 300 KB: one second's worth (100 KB) is free, the rest costs two seconds.
+    assert_eq!(
+        create_topic(&mut s, 5, "quota", 1, 1, &[], false).error_code,
+        0
+    );
+    let mut slow = weir.connect();
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("quota")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(big_batch(300_000)))])]);
+    let frame = request_as("slow", ApiKey::Produce, 9, &produce);
+    let (_, mut body) = call(&mut slow, &frame, ApiKey::Produce, 9);
+    let response = ProduceResponse::decode(&mut body, 9).expect("Produce");
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let throttle = response.throttle_time_ms;
+    assert!(
+        (1_900..=2_100).contains(&throttle),
+        "throttle_time_ms {throttle}"
+    );
+    // The connection is not read until the throttle has passed.
+    let started = Instant::now();
+    api_versions(&mut slow, 3, 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Another client is not throttled.
+    let (_, mut body) = call(
+        &mut s,
+        &request_as("other", ApiKey::Produce, 9, &produce),
+        ApiKey::Produce,
+        9,
+    );
+    assert_eq!(
+        ProduceResponse::decode(&mut body, 9)
+            .expect("Produce")
+            .throttle_time_ms,
+        0
+    );
+
+    // Runtime quotas are stored: a restart keeps them (the file's come from the file).
+    let (status, _, dir) = weir.terminate_keep();
+    assert!(status.success());
+    let weir = Weir::start_in(dir, &args);
+    let mut s = weir.connect();
+    assert_eq!(describe_quotas(&mut s), all);
+    // Removing a runtime quota: "slow" is gone, the default's key too.
+    let codes = alter_quotas(
+        &mut s,
+        &[
+            (
+                "client-id",
+                Some("slow"),
+                vec![("producer_byte_rate", 0.0, true)],
+            ),
+            ("client-id", None, vec![("consumer_byte_rate", 0.0, true)]),
+        ],
+    );
+    assert_eq!(codes, [0, 0]);
+    assert_eq!(
+        describe_quotas(&mut s),
+        vec![(Some("batch".into()), vec![rate("producer_byte_rate", 5e6)])]
+    );
+    let _ = std::fs::remove_file(&config);
+}
