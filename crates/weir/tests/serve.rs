@@ -148,31 +148,29 @@ impl Drop for Weir {
 }
 
 fn request<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("serve-test")))
-        .encode(&mut buf, key.request_header_version(version))
-        .expect("header");
-    body.encode(&mut buf, version).expect("body");
-    let mut framed = (buf.len() as i32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&buf);
-    framed
+    request_as("serve-test", key, version, correlation_id, body)
 }
 
 /// Sends a request and returns (correlation id, body) of the response.
 fn call(stream: &mut TcpStream, frame: &[u8], key: ApiKey, version: i16) -> (i32, Bytes) {
     stream.write_all(frame).expect("send");
+    read_response(stream, key, version).expect("response")
+}
+
+/// Reads one response: (correlation id, body).
+fn read_response(
+    stream: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+) -> std::io::Result<(i32, Bytes)> {
     let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("response size");
+    stream.read_exact(&mut size)?;
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).expect("response body");
+    stream.read_exact(&mut body)?;
     let mut body = Bytes::from(body);
     let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
         .expect("response header");
-    (header.correlation_id, body)
+    Ok((header.correlation_id, body))
 }
 
 fn api_versions(stream: &mut TcpStream, version: i16, correlation_id: i32) -> ApiVersionsResponse {
@@ -760,16 +758,8 @@ fn produce(
     records: Bytes,
     acks: i16,
 ) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
+    use kafka_protocol::messages::ProduceResponse;
+    let request = produce_request(topic, partition, records, acks);
     let frame = request_frame(ApiKey::Produce, 9, &request);
     let (_, mut body) = call(stream, &frame, ApiKey::Produce, 9);
     let mut response = ProduceResponse::decode(&mut body, 9).expect("Produce");
@@ -1341,29 +1331,32 @@ fn bench_lean_produce_writes_what_it_reports_and_consume_reads_it_back() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("is `weir serve` running?"));
 }
 
-fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
+/// A Produce of `records` to one partition.
+fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::ProduceRequest;
-    let request = ProduceRequest::default()
-        .with_acks(1)
+    kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    request_frame(ApiKey::Produce, 9, &request)
+                .with_index(partition)
+                .with_records(Some(records))])])
+}
+
+fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
+    request_frame(ApiKey::Produce, 9, &produce_request(topic, 0, records, 1))
 }
 
 /// The error code of the one partition in a Produce response read from `stream`.
 fn produce_answer(stream: &mut TcpStream) -> std::io::Result<i16> {
     use kafka_protocol::messages::ProduceResponse;
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size)?;
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body)?;
-    let mut body = Bytes::from(body);
-    ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(9)).expect("header");
+    let (_, mut body) = read_response(stream, ApiKey::Produce, 9)?;
     let response = ProduceResponse::decode(&mut body, 9).expect("Produce");
     Ok(response.responses[0].partition_responses[0].error_code)
 }
@@ -1457,12 +1450,18 @@ fn a_partition_with_a_backlog_does_not_take_every_fetch_budget() {
 }
 
 /// A request frame sent with client id `client`.
-fn request_as<T: Encodable>(client: &str, key: ApiKey, version: i16, body: &T) -> Vec<u8> {
+fn request_as<T: Encodable>(
+    client: &str,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
-        .with_correlation_id(1)
+        .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_string(client.to_string())))
         .encode(&mut buf, key.request_header_version(version))
         .expect("header");
@@ -1605,17 +1604,9 @@ fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
         0
     );
     let mut slow = weir.connect();
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-    let produce = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("quota")))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(big_batch(300_000)))])]);
-    let frame = request_as("slow", ApiKey::Produce, 9, &produce);
+    use kafka_protocol::messages::ProduceResponse;
+    let produce = produce_request("quota", 0, big_batch(300_000), 1);
+    let frame = request_as("slow", ApiKey::Produce, 9, 1, &produce);
     let (_, mut body) = call(&mut slow, &frame, ApiKey::Produce, 9);
     let response = ProduceResponse::decode(&mut body, 9).expect("Produce");
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
@@ -1635,7 +1626,7 @@ fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
     // Another client is not throttled.
     let (_, mut body) = call(
         &mut s,
-        &request_as("other", ApiKey::Produce, 9, &produce),
+        &request_as("other", ApiKey::Produce, 9, 1, &produce),
         ApiKey::Produce,
         9,
     );
