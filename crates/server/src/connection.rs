@@ -66,17 +66,10 @@ pub(crate) async fn serve(
         };
         // A request has started: all of it must arrive in time (a stalling client holds no
         // connection for longer than this).
-        let deadline = tokio::time::Instant::now() + config.request_complete_timeout;
-        let rest = tokio::time::timeout_at(deadline, stream.read_exact(&mut prefix[got..])).await;
-        match rest {
-            Err(_) => {
-                metrics
-                    .closed_request_timeout
-                    .fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            Ok(Err(_)) => break,
-            Ok(Ok(_)) => {}
+        let mut deadline = tokio::time::Instant::now() + config.request_complete_timeout;
+        let rest = stream.read_exact(&mut prefix[got..]);
+        if by_deadline(&broker, deadline, rest).await.is_none() {
+            break;
         }
         let limit = config.socket_request_max_bytes;
         let Ok(size) = weir_kafka::frame::frame_size(prefix, limit) else {
@@ -94,24 +87,18 @@ pub(crate) async fn serve(
                 metrics.budget_waiting.fetch_add(1, Ordering::Relaxed);
                 let permit = broker.request_budget.acquire_many(reserve).await;
                 metrics.budget_waiting.fetch_sub(1, Ordering::Relaxed);
+                // The client is not to blame for the wait: its deadline for the body starts
+                // afresh once the bytes are reserved.
+                deadline = tokio::time::Instant::now() + config.request_complete_timeout;
                 match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
                 }
             }
         };
-        // The client is not to blame for a wait for budget: its deadline for the body starts
-        // afresh once the bytes are reserved.
-        let deadline = deadline.max(tokio::time::Instant::now() + config.request_complete_timeout);
-        match tokio::time::timeout_at(deadline, read_body(&mut stream, &mut frame, size)).await {
-            Err(_) => {
-                metrics
-                    .closed_request_timeout
-                    .fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            Ok(Err(_)) => break,
-            Ok(Ok(())) => {}
+        let body = read_body(&mut stream, &mut frame, size);
+        if by_deadline(&broker, deadline, body).await.is_none() {
+            break;
         }
         let started = std::time::Instant::now();
         let mut throttle = Duration::ZERO;
@@ -139,6 +126,23 @@ pub(crate) async fn serve(
         }
     }
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Finishes a read of a started request by `deadline`; `None` if it failed or ran out of time
+/// (counted: the connection is then closed).
+async fn by_deadline<T>(
+    broker: &Broker,
+    deadline: tokio::time::Instant,
+    read: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline, read).await {
+        Err(_) => {
+            let timed_out = &broker.metrics.closed_request_timeout;
+            timed_out.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Ok(read) => read.ok(),
+    }
 }
 
 async fn read_body(

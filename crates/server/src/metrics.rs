@@ -123,6 +123,15 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A counter with one line per `reason` label.
+fn by_reason(out: &mut String, name: &str, help: &str, counters: &[(&str, &AtomicU64)]) {
+    header(out, name, "counter", help);
+    for (reason, n) in counters {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
+    }
+}
+
 /// A label value as Prometheus' text format wants it: backslash, quote and newline escaped.
 fn label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -194,38 +203,24 @@ pub fn render(broker: &Broker) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
 
-    header(
+    by_reason(
         &mut out,
         "weir_connections_refused_total",
-        "counter",
         "Kafka connections closed as soon as accepted, by the limit they were over",
+        &[
+            ("max_connections", &m.refused_total),
+            ("max_connections_per_ip", &m.refused_per_ip),
+        ],
     );
-    for (reason, n) in [
-        ("max_connections", &m.refused_total),
-        ("max_connections_per_ip", &m.refused_per_ip),
-    ] {
-        let n = n.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "weir_connections_refused_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    header(
+    by_reason(
         &mut out,
         "weir_connections_timed_out_total",
-        "counter",
         "Kafka connections closed by a timeout: idle, or a request not finished in time",
+        &[
+            ("idle", &m.closed_idle),
+            ("request_incomplete", &m.closed_request_timeout),
+        ],
     );
-    for (reason, n) in [
-        ("idle", &m.closed_idle),
-        ("request_incomplete", &m.closed_request_timeout),
-    ] {
-        let n = n.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "weir_connections_timed_out_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
     header(
         &mut out,
         "weir_client_throttle_seconds_total",
