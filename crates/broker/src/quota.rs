@@ -35,7 +35,7 @@ impl Rates {
     }
 }
 
-/// Client ids tracked at once; beyond it, buckets that have refilled completely (idle
+/// Client ids tracked at once per kind of quota; beyond it, buckets that have refilled completely (idle
 /// clients) are forgotten, and if none has, new clients share one more, unnamed bucket. Client ids come from clients, so their number must not grow the broker's memory.
 pub const CLIENTS_TRACKED_MAX: usize = 10_000;
 
@@ -64,8 +64,10 @@ impl Bucket {
 pub struct Quotas {
     default: Rates,
     clients: HashMap<String, Rates>,
-    buckets: HashMap<(String, Kind), Bucket>,
-    throttled: HashMap<(String, Kind), Duration>,
+    /// Per kind (indexed by `Kind as usize`), by client id: looked up by `&str`, so a request
+    /// allocates only when its client id is new.
+    buckets: [HashMap<String, Bucket>; 2],
+    throttled: [HashMap<String, Duration>; 2],
 }
 
 impl Quotas {
@@ -87,37 +89,12 @@ impl Quotas {
         self.clients.get(client).copied().unwrap_or(self.default)
     }
 
-    pub fn default_rates(&self) -> Rates {
-        self.default
-    }
-
-    /// The client ids with their own rates.
-    pub fn clients(&self) -> impl Iterator<Item = (&str, Rates)> {
-        self.clients.iter().map(|(c, r)| (c.as_str(), *r))
-    }
-
-    /// Sets (`Some`) or removes the rates of `client`, or the default when `client` is `None`.
-    pub fn set(&mut self, client: Option<&str>, rates: Option<Rates>) {
-        match client {
-            None => self.default = rates.unwrap_or_default(),
-            Some(c) => match rates {
-                Some(r) => {
-                    self.clients.insert(c.to_string(), r);
-                }
-                None => {
-                    self.clients.remove(c);
-                }
-            },
-        }
-        // New rates take effect from now: forget the buckets (their rate may have changed).
-        self.buckets.clear();
-    }
-
-    /// Replaces every rate (the default and all clients'); buckets start afresh.
+    /// Replaces every rate (the default and all clients'); buckets start afresh (a rate may
+    /// have changed), throttle totals carry on.
     pub fn replace(&mut self, default: Rates, clients: HashMap<String, Rates>) {
         self.default = default;
         self.clients = clients;
-        self.buckets.clear();
+        self.buckets.iter_mut().for_each(HashMap::clear);
     }
 
     /// Records `bytes` of `kind` for `client` at `now`; returns how long to throttle it.
@@ -125,20 +102,27 @@ impl Quotas {
         let Some(rate) = self.rates(client).of(kind).filter(|&r| r > 0) else {
             return Duration::ZERO;
         };
-        let key = (client.to_string(), kind);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= CLIENTS_TRACKED_MAX {
-            self.forget_idle(now);
-        }
-        let key = if self.buckets.contains_key(&key) || self.buckets.len() < CLIENTS_TRACKED_MAX {
-            key
-        } else {
-            (String::new(), kind)
-        };
-        let bucket = self.buckets.entry(key.clone()).or_insert(Bucket {
+        let buckets = &mut self.buckets[kind as usize];
+        let full = Bucket {
             rate,
             tokens: rate as f64,
             last: now,
-        });
+        };
+        let client = if buckets.contains_key(client) {
+            client
+        } else {
+            if buckets.len() >= CLIENTS_TRACKED_MAX {
+                forget_idle(buckets, now);
+            }
+            if buckets.len() < CLIENTS_TRACKED_MAX {
+                buckets.insert(client.to_string(), full);
+                client
+            } else {
+                buckets.entry(String::new()).or_insert(full);
+                ""
+            }
+        };
+        let bucket = buckets.get_mut(client).expect("inserted above");
         bucket.refill(now);
         bucket.tokens -= bytes as f64;
         if bucket.tokens >= 0.0 {
@@ -146,8 +130,11 @@ impl Quotas {
         }
         let throttle =
             Duration::from_secs_f64(-bucket.tokens / bucket.rate as f64).min(THROTTLE_MAX);
-        if self.throttled.len() <= CLIENTS_TRACKED_MAX || self.throttled.contains_key(&key) {
-            *self.throttled.entry(key).or_default() += throttle;
+        let throttled = &mut self.throttled[kind as usize];
+        if let Some(total) = throttled.get_mut(client) {
+            *total += throttle;
+        } else if throttled.len() <= CLIENTS_TRACKED_MAX {
+            throttled.insert(client.to_string(), throttle);
         }
         throttle
     }
@@ -155,18 +142,22 @@ impl Quotas {
     /// Total throttle handed out per (client id, kind), for metrics ("" is the shared bucket of
     /// clients beyond the tracked maximum).
     pub fn throttled(&self) -> impl Iterator<Item = (&str, Kind, Duration)> {
-        self.throttled
-            .iter()
-            .map(|((c, k), d)| (c.as_str(), *k, *d))
+        let of = |kind: Kind| {
+            self.throttled[kind as usize]
+                .iter()
+                .map(move |(c, d)| (c.as_str(), kind, *d))
+        };
+        of(Kind::Produce).chain(of(Kind::Fetch))
     }
+}
 
-    fn forget_idle(&mut self, now: Instant) {
-        self.buckets.retain(|_, b| {
-            let mut b = *b;
-            b.refill(now);
-            b.tokens < b.rate as f64
-        });
-    }
+/// Forgets the buckets that have refilled completely (their clients are idle).
+fn forget_idle(buckets: &mut HashMap<String, Bucket>, now: Instant) {
+    buckets.retain(|_, b| {
+        let mut b = *b;
+        b.refill(now);
+        b.tokens < b.rate as f64
+    });
 }
 
 #[cfg(test)]
@@ -227,7 +218,7 @@ mod tests {
             Duration::from_millis(500)
         );
         assert_eq!(q.record("any", Kind::Fetch, 100_000_000, now), THROTTLE_MAX);
-        q.set(None, None);
+        q.replace(Rates::default(), HashMap::new());
         assert!(!q.any());
         assert_eq!(
             q.record("any", Kind::Fetch, 100_000_000, now),
@@ -249,16 +240,15 @@ mod tests {
             q.record(&format!("c{i}"), Kind::Produce, 2_000_000, now);
         }
         // The named ones, and the one shared by the clients beyond them.
-        assert_eq!(q.buckets.len(), CLIENTS_TRACKED_MAX + 1);
-        assert!(q.throttled.len() <= CLIENTS_TRACKED_MAX + 1);
+        let produce = Kind::Produce as usize;
+        assert_eq!(q.buckets[produce].len(), CLIENTS_TRACKED_MAX + 1);
+        assert!(q.throttled[produce].len() <= CLIENTS_TRACKED_MAX + 1);
         // Later, idle buckets are forgotten to make room.
         let later = now + Duration::from_secs(10);
         assert_eq!(
             q.record("newcomer", Kind::Produce, 10, later),
             Duration::ZERO
         );
-        assert!(q
-            .buckets
-            .contains_key(&("newcomer".to_string(), Kind::Produce)));
+        assert!(q.buckets[produce].contains_key("newcomer"));
     }
 }

@@ -70,21 +70,6 @@ pub struct QuotaSettings {
     pub clients: std::collections::BTreeMap<String, weir_broker::quota::Rates>,
 }
 
-impl QuotaSettings {
-    pub fn any(&self) -> bool {
-        let none = weir_broker::quota::Rates::default();
-        self.default != none || self.clients.values().any(|r| *r != none)
-    }
-
-    pub fn default_rates(&self) -> weir_broker::quota::Rates {
-        self.default
-    }
-
-    pub fn clients(&self) -> impl Iterator<Item = (&str, weir_broker::quota::Rates)> {
-        self.clients.iter().map(|(c, r)| (c.as_str(), *r))
-    }
-}
-
 /// Settings of consumer groups and their committed offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSettings {

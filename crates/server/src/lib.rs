@@ -88,14 +88,9 @@ impl Server {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
             fetch_rotation: std::sync::atomic::AtomicUsize::new(0),
-            quotas_on: std::sync::atomic::AtomicBool::new(in_force.any()),
-            quotas: std::sync::Mutex::new(weir_broker::quota::Quotas::new(
-                in_force.default_rates(),
-                in_force
-                    .clients()
-                    .map(|(c, r)| (c.to_string(), r))
-                    .collect(),
-            )),
+            // Put in force below, by the same path as AlterClientQuotas.
+            quotas_on: std::sync::atomic::AtomicBool::new(false),
+            quotas: std::sync::Mutex::new(weir_broker::quota::Quotas::default()),
             quota_layers: std::sync::Mutex::new(quota_layers),
             quota_alter: tokio::sync::Mutex::new(()),
             connections: limits::Connections::new(
@@ -111,6 +106,7 @@ impl Server {
             )),
             producer_id_reservation: tokio::sync::Mutex::new(()),
         });
+        quotas::install(&broker, &in_force);
         let (stop, stopped) = watch::channel(false);
         let (close, closed) = watch::channel(false);
         let (drained_tx, drained) = std_mpsc::channel();
