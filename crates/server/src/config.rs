@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// `fetch_max_bytes` (Kafka's `fetch.max.bytes`): the most record bytes one Fetch response
     /// carries, whatever the request asks (the first batch is always whole, KIP-74).
     pub fetch_max_bytes: usize,
+    /// `log_retention_check_interval_ms` (Kafka's `log.retention.check.interval.ms`): how
+    /// often each shard deletes the segments its logs' `retention.ms` and `retention.bytes`
+    /// let go.
+    pub log_retention_check_interval: Duration,
     /// `offsets_partitions` (Kafka's `offsets.topic.num.partitions`): coordinator partitions
     /// groups are hashed onto. Fixed by the first start of a data directory.
     pub offsets_partitions: u32,
@@ -133,6 +137,7 @@ impl Default for ServerConfig {
             shard_mailbox_capacity: 1024,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
             fetch_max_bytes: 55 * 1024 * 1024,
+            log_retention_check_interval: Duration::from_secs(300),
             offsets_partitions: 16,
             groups: GroupSettings::default(),
         }

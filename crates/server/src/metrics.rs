@@ -75,6 +75,9 @@ pub struct Metrics {
     /// Connections waiting for request memory budget now, and how often one had to.
     pub budget_waiting: AtomicU64,
     pub budget_waits: AtomicU64,
+    /// Sealed segments deleted by retention, and their bytes.
+    pub retention_segments_deleted: AtomicU64,
+    pub retention_bytes_deleted: AtomicU64,
     /// Request latency, by API key.
     pub api: Vec<Histogram>,
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
@@ -94,6 +97,8 @@ impl Metrics {
             closed_request_timeout: AtomicU64::new(0),
             budget_waiting: AtomicU64::new(0),
             budget_waits: AtomicU64::new(0),
+            retention_segments_deleted: AtomicU64::new(0),
+            retention_bytes_deleted: AtomicU64::new(0),
             api: (0..API_KEYS_TRACKED)
                 .map(|_| Histogram::default())
                 .collect(),
@@ -191,6 +196,18 @@ pub fn render(broker: &Broker) -> String {
             "counter",
             "Times a connection waited for request memory budget before reading a request",
             m.budget_waits.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_log_retention_deleted_segments_total",
+            "counter",
+            "Sealed segments deleted by retention.ms or retention.bytes",
+            m.retention_segments_deleted.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_log_retention_deleted_bytes_total",
+            "counter",
+            "Bytes of the segments deleted by retention",
+            m.retention_bytes_deleted.load(Ordering::Relaxed),
         ),
         (
             "weir_requests_rejected_total",

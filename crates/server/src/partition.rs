@@ -3,6 +3,7 @@
 //! partition's log, so it needs no lock.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -388,6 +389,23 @@ impl Partitions {
         }
     }
 
+    /// Deletes the segments that each open log's `retention.ms` and `retention.bytes` let go
+    /// (the files are unlinked by a flusher thread once the new log start is durable).
+    pub fn enforce_retention(&mut self) {
+        let metrics = &self.broker.metrics;
+        for partition in self.open.values_mut() {
+            let gone = partition.log.enforce_retention();
+            if gone.segments_deleted > 0 {
+                metrics
+                    .retention_segments_deleted
+                    .fetch_add(gone.segments_deleted as u64, Ordering::Relaxed);
+                metrics
+                    .retention_bytes_deleted
+                    .fetch_add(gone.bytes_deleted, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Clean shutdown of every open log: producer snapshots and index tails written,
     /// checkpoints made.
     pub fn close_all(&mut self) {
@@ -734,6 +752,9 @@ pub(crate) async fn run_mailbox(
             None
         }
     };
+    let every = broker.config.log_retention_check_interval;
+    let mut retention = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut partitions = Partitions::new(broker);
     loop {
         let deadline = coordinators.as_mut().map(Coordinators::next_deadline);
@@ -755,6 +776,7 @@ pub(crate) async fn run_mailbox(
                     c.tick();
                 }
             }
+            _ = retention.tick() => partitions.enforce_retention(),
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }

@@ -34,6 +34,7 @@ struct FileConfig {
     connections_max_idle_ms: Option<u64>,
     request_complete_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    log_retention_check_interval_ms: Option<u64>,
     offsets_partitions: Option<u32>,
     offsets_retention_minutes: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -106,6 +107,13 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             } else {
                 config.max_connections_per_ip = n;
             }
+        }
+        "log_retention_check_interval_ms" => {
+            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
+            if ms < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            config.log_retention_check_interval = Duration::from_millis(ms);
         }
         "connections_max_idle_ms" | "request_complete_timeout_ms" => {
             let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
@@ -251,6 +259,12 @@ pub fn resolve(
             (
                 "shutdown_grace_ms",
                 parsed.shutdown_grace_ms.map(|n| n.to_string()),
+            ),
+            (
+                "log_retention_check_interval_ms",
+                parsed
+                    .log_retention_check_interval_ms
+                    .map(|n| n.to_string()),
             ),
             (
                 "offsets_partitions",

@@ -1662,3 +1662,137 @@ fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
     );
     let _ = std::fs::remove_file(&config);
 }
+
+/// One batch of one `size`-byte record stamped `timestamp`.
+fn batch_at(size: usize, timestamp: i64) -> Bytes {
+    let mut builder = weir_log::batch::build::BatchBuilder::new(timestamp);
+    builder.push(Some(b"k"), Some(&vec![b'r'; size]), timestamp);
+    Bytes::from(builder.build())
+}
+
+#[test]
+fn retention_deletes_old_segments_by_size_and_by_time() {
+    let config = std::env::temp_dir().join(format!("weir-retention-{}.toml", std::process::id()));
+    std::fs::write(&config, "log_retention_check_interval_ms = 100\n").expect("config");
+    let weir = Weir::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let mut s = weir.connect();
+    // Segments of about 3 batches (each batch ~370 bytes; a segment rolls past 1,000 bytes).
+    let small = ("segment.bytes", "1000");
+    for (topic, extra) in [
+        ("by-size", ("retention.bytes", "2500")),
+        ("by-time", ("retention.ms", "3600000")),
+        ("kept", ("retention.ms", "-1")),
+    ] {
+        let created = create_topic(&mut s, 5, topic, 1, 1, &[small, extra], false);
+        assert_eq!(created.error_code, 0, "{topic}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let two_hours_ago = now - 2 * 3_600_000;
+    for i in 0..30 {
+        for topic in ["by-size", "kept"] {
+            let r = produce(&mut s, topic, 0, batch_at(300, now), 1);
+            assert_eq!((r.error_code, r.base_offset), (0, i), "{topic}");
+        }
+        // by-time: the first 20 batches are two hours old, the last 10 fresh.
+        let at = if i < 20 { two_hours_ago } else { now };
+        let r = produce(&mut s, "by-time", 0, batch_at(300, at), 1);
+        assert_eq!((r.error_code, r.base_offset), (0, i), "by-time");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (size_start, time_start) = loop {
+        let size = list_offset(&mut s, "by-size", -2);
+        let time = list_offset(&mut s, "by-time", -2);
+        if (size.2 > 0 && time.2 > 0) || Instant::now() > deadline {
+            break (size.2, time.2);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // by-size keeps whole segments while they fit in 2,500 bytes: at most ~7 batches, and
+    // the active segment always.
+    assert!(
+        (21..=29).contains(&size_start),
+        "by-size starts at {size_start}"
+    );
+    // by-time loses exactly the segments whose newest batch is old: their last batch is below 20.
+    assert!(
+        (15..=20).contains(&time_start),
+        "by-time starts at {time_start}"
+    );
+    assert_eq!(
+        list_offset(&mut s, "kept", -2).2,
+        0,
+        "kept keeps everything"
+    );
+    for (topic, start) in [("by-size", size_start), ("by-time", time_start)] {
+        assert_eq!(
+            list_offset(&mut s, topic, -1).2,
+            30,
+            "{topic}: the end stays"
+        );
+        let fetched = fetch_at(&mut s, topic, 0);
+        assert_eq!(fetched.0, 1, "{topic}: below the start is out of range");
+        let fetched = fetch_at(&mut s, topic, start);
+        assert_eq!(
+            (fetched.0, fetched.1),
+            (0, start),
+            "{topic}: from the start"
+        );
+    }
+    let metrics = http_get(weir.http, "/metrics");
+    let deleted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_log_retention_deleted_segments_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("retention metric");
+    assert!(deleted >= 8, "{deleted} segments deleted");
+    // Deleted segments' files are gone: the kept topic's directory holds more .log files than
+    // both others together.
+    let logs = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut counts: Vec<usize> = std::fs::read_dir(weir._dir.0.join("partitions"))
+        .expect("partitions dir")
+        .filter_map(Result::ok)
+        .map(|topic| logs(&topic.path().join("0")))
+        .collect();
+    counts.sort();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts[2] >= 9 && counts[0] + counts[1] < counts[2],
+        "{counts:?}"
+    );
+    let _ = std::fs::remove_file(config);
+}
+
+/// One Fetch of partition 0 from `offset`: (error code, first offset returned or -1).
+fn fetch_at(stream: &mut TcpStream, topic: &str, offset: i64) -> (i16, i64) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let frame = request_frame(ApiKey::Fetch, 11, &request);
+    let (_, mut body) = call(stream, &frame, ApiKey::Fetch, 11);
+    let response = FetchResponse::decode(&mut body, 11).expect("Fetch");
+    let p = &response.responses[0].partitions[0];
+    let records = p.records.clone().unwrap_or_default();
+    let first = weir_log::batch::Batches::new(&records)
+        .next()
+        .and_then(|b| b.ok())
+        .map_or(-1, |(_, h)| h.base_offset);
+    (p.error_code, first)
+}
