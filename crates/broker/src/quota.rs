@@ -1,5 +1,6 @@
 //! Client quotas: produce and fetch bytes per second per client id, as Kafka's
-//! `producer_byte_rate` and `consumer_byte_rate`. A pure core: the caller passes the time and
+//! `producer_byte_rate` and `consumer_byte_rate`, and the share of request handling time, as
+//! Kafka's `request_percentage` (kept here in microseconds per second: 100 % is one thread). A pure core: the caller passes the time and
 //! gets back how long to throttle the client (the `throttle_time_ms` of the response, for which
 //! the connection is then not read: KIP-219).
 //!
@@ -17,20 +18,30 @@ pub enum Kind {
     Produce,
     /// Bytes of fetch responses (Kafka's `consumer_byte_rate`).
     Fetch,
+    /// Microseconds spent handling requests (Kafka's `request_percentage`).
+    Request,
 }
+
+const KINDS: [Kind; 3] = [Kind::Produce, Kind::Fetch, Kind::Request];
 
 /// Rates for one client id (or the default for all); `None`: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rates {
     pub producer_byte_rate: Option<u64>,
     pub consumer_byte_rate: Option<u64>,
+    /// Microseconds of request handling per second: Kafka's `request_percentage` × 10,000.
+    pub request_time_rate: Option<u64>,
 }
+
+/// Microseconds per second of request time that 1 % of `request_percentage` stands for.
+pub const MICROS_PER_PERCENT: f64 = 10_000.0;
 
 impl Rates {
     fn of(&self, kind: Kind) -> Option<u64> {
         match kind {
             Kind::Produce => self.producer_byte_rate,
             Kind::Fetch => self.consumer_byte_rate,
+            Kind::Request => self.request_time_rate,
         }
     }
 }
@@ -66,8 +77,8 @@ pub struct Quotas {
     clients: HashMap<String, Rates>,
     /// Per kind (indexed by `Kind as usize`), by client id: looked up by `&str`, so a request
     /// allocates only when its client id is new.
-    buckets: [HashMap<String, Bucket>; 2],
-    throttled: [HashMap<String, Duration>; 2],
+    buckets: [HashMap<String, Bucket>; 3],
+    throttled: [HashMap<String, Duration>; 3],
 }
 
 impl Quotas {
@@ -97,7 +108,8 @@ impl Quotas {
         self.buckets.iter_mut().for_each(HashMap::clear);
     }
 
-    /// Records `bytes` of `kind` for `client` at `now`; returns how long to throttle it.
+    /// Records `bytes` of `kind` (microseconds for `Kind::Request`) for `client` at `now`;
+    /// returns how long to throttle it.
     pub fn record(&mut self, client: &str, kind: Kind, bytes: u64, now: Instant) -> Duration {
         let Some(rate) = self.rates(client).of(kind).filter(|&r| r > 0) else {
             return Duration::ZERO;
@@ -142,12 +154,11 @@ impl Quotas {
     /// Total throttle handed out per (client id, kind), for metrics ("" is the shared bucket of
     /// clients beyond the tracked maximum).
     pub fn throttled(&self) -> impl Iterator<Item = (&str, Kind, Duration)> {
-        let of = |kind: Kind| {
+        KINDS.into_iter().flat_map(move |kind| {
             self.throttled[kind as usize]
                 .iter()
                 .map(move |(c, d)| (c.as_str(), kind, *d))
-        };
-        of(Kind::Produce).chain(of(Kind::Fetch))
+        })
     }
 }
 
@@ -172,7 +183,7 @@ mod tests {
     fn a_client_gets_its_rate_over_time_and_others_are_not_touched() {
         let limited = Rates {
             producer_byte_rate: mb(1),
-            consumer_byte_rate: None,
+            ..Rates::default()
         };
         let mut q = Quotas::new(
             Rates::default(),
@@ -206,8 +217,8 @@ mod tests {
     fn the_default_applies_to_unnamed_clients_and_throttles_are_capped() {
         let mut q = Quotas::new(
             Rates {
-                producer_byte_rate: None,
                 consumer_byte_rate: mb(1),
+                ..Rates::default()
             },
             HashMap::new(),
         );
@@ -222,6 +233,44 @@ mod tests {
         assert!(!q.any());
         assert_eq!(
             q.record("any", Kind::Fetch, 100_000_000, now),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_client_over_its_request_time_share_is_throttled_for_its_excess() {
+        // 10 %: 100 ms of handling per second.
+        let ten_percent = Rates {
+            request_time_rate: Some((10.0 * MICROS_PER_PERCENT) as u64),
+            ..Rates::default()
+        };
+        let mut q = Quotas::new(
+            Rates::default(),
+            HashMap::from([("busy".to_string(), ten_percent)]),
+        );
+        let t0 = Instant::now();
+        // Requests of 5 ms each, sent as fast as the throttles let them, for 10 s.
+        let (mut now, mut spent) = (t0, Duration::ZERO);
+        while now < t0 + Duration::from_secs(10) {
+            let throttle = q.record("busy", Kind::Request, 5_000, now);
+            spent += Duration::from_millis(5);
+            now += throttle.max(Duration::from_millis(5));
+        }
+        // 10 % of 10 s, plus the one-second bucket (100 ms) it starts with.
+        assert!(
+            (Duration::from_millis(1_000)..=Duration::from_millis(1_150)).contains(&spent),
+            "{spent:?}"
+        );
+        assert!(q
+            .throttled()
+            .any(|(c, k, d)| c == "busy" && k == Kind::Request && !d.is_zero()));
+        // Other kinds and clients are untouched.
+        assert_eq!(
+            q.record("busy", Kind::Produce, 1 << 30, now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            q.record("idle", Kind::Request, 1 << 30, now),
             Duration::ZERO
         );
     }

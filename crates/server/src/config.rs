@@ -23,9 +23,10 @@ pub struct ServerConfig {
     /// connections. A request's size is reserved before its body is read; when the budget is
     /// spent, connections stop reading (TCP pushes back on the clients) until requests finish.
     pub request_memory_budget_bytes: usize,
-    /// Client quotas: `quota_producer_byte_rate` and `quota_consumer_byte_rate` for every
-    /// client id, and `[client_quotas."<client id>"]` tables with `producer_byte_rate` and
-    /// `consumer_byte_rate` for one (Kafka's quota names).
+    /// Client quotas: `quota_producer_byte_rate`, `quota_consumer_byte_rate` and
+    /// `quota_request_percentage` for every client id, and `[client_quotas."<client id>"]`
+    /// tables with `producer_byte_rate`, `consumer_byte_rate` and `request_percentage` for one
+    /// (Kafka's quota names).
     pub quotas: QuotaSettings,
     /// `max_connections` (Kafka's `max.connections`): open Kafka connections over all shards;
     /// one more is closed as soon as it is accepted.
@@ -65,7 +66,7 @@ pub struct ServerConfig {
     pub groups: GroupSettings,
 }
 
-pub use weir_broker::quota::Rates as QuotaRates;
+pub use weir_broker::quota::{Rates as QuotaRates, MICROS_PER_PERCENT};
 
 /// Quota rates as configured: the default and per client id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -102,7 +102,9 @@ pub(crate) async fn serve(
         }
         let started = std::time::Instant::now();
         let mut throttle = Duration::ZERO;
-        let Some(response) = answer(&broker, &peer, &frame, &mut throttle).await else {
+        let meter = Meter::default();
+        let answering = answer(&broker, &peer, &frame, &mut throttle, &meter);
+        let Some(response) = meter.timed(answering).await else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
         };
@@ -126,6 +128,48 @@ pub(crate) async fn serve(
         }
     }
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The time the broker's threads work on one request: the connection's own polls of it (decode,
+/// gather, encode) plus what the partitions' owners report for their parts. Waits (for owners,
+/// for a long poll, for fdatasync) are not counted, as Kafka's request quota does not count
+/// them. What `request_percentage` quotas charge.
+#[derive(Default)]
+struct Meter {
+    polled: std::cell::Cell<Duration>,
+    /// When the poll under way began.
+    poll_started: std::cell::Cell<Option<std::time::Instant>>,
+    owners: std::cell::Cell<Duration>,
+}
+
+impl Meter {
+    /// Runs `future`, counting the time spent in its polls.
+    async fn timed<F: std::future::Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            let now = std::time::Instant::now();
+            self.poll_started.set(Some(now));
+            let poll = future.as_mut().poll(cx);
+            self.poll_started.set(None);
+            self.polled.set(self.polled.get() + now.elapsed());
+            poll
+        })
+        .await
+    }
+
+    /// An owner's time for one partition.
+    fn add_owner(&self, spent: Duration) {
+        self.owners.set(self.owners.get() + spent);
+    }
+
+    /// The time so far, including the poll under way.
+    fn spent(&self) -> Duration {
+        let current = self
+            .poll_started
+            .get()
+            .map_or(Duration::ZERO, |at| at.elapsed());
+        self.polled.get() + current + self.owners.get()
+    }
 }
 
 /// Finishes a read of a started request by `deadline`; `None` if it failed or ran out of time
@@ -179,6 +223,7 @@ async fn answer(
     peer: &str,
     frame: &[u8],
     throttle: &mut Duration,
+    meter: &Meter,
 ) -> Option<Option<bytes::Bytes>> {
     let (header, request) = match decode_request(frame).ok()? {
         Decoded::Request { header, request } => (header, request),
@@ -200,11 +245,12 @@ async fn answer(
         Request::Metadata(request) => broker.metadata(&request).await,
         Request::Produce(request) => {
             let acks = request.acks;
-            let mut response = produce_request(broker, frame, request).await;
+            let mut response = produce_request(broker, frame, request, meter).await;
             *throttle = quotas::charge(
                 broker,
                 header.client_id,
                 frame.len(),
+                meter.spent(),
                 version,
                 &mut response,
             );
@@ -222,11 +268,7 @@ async fn answer(
             }
             response
         }
-        Request::Fetch(request) => {
-            let mut response = fetch_request(broker, request).await;
-            *throttle = quotas::charge(broker, header.client_id, 0, version, &mut response);
-            response
-        }
+        Request::Fetch(request) => fetch_request(broker, request, meter).await,
         Request::ListOffsets(request) => {
             list_offsets_request(broker, header.id.api_version, request).await
         }
@@ -266,6 +308,17 @@ async fn answer(
             ))
         }
     };
+    let mut response = response;
+    if !matches!(response, Response::Produce(_)) {
+        *throttle = quotas::charge(
+            broker,
+            header.client_id,
+            0,
+            meter.spent(),
+            version,
+            &mut response,
+        );
+    }
     encoded(encode_response(header.id, &response, false))
 }
 
@@ -296,7 +349,12 @@ async fn ask<T>(
     answer.await.ok()
 }
 
-async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceRequest) -> Response {
+async fn produce_request(
+    broker: &Arc<Broker>,
+    frame: &[u8],
+    request: ProduceRequest,
+    meter: &Meter,
+) -> Response {
     let snapshot = broker.topics.snapshot();
     let acks_valid = matches!(request.acks, -1..=1);
     let mut pending = Vec::new();
@@ -341,6 +399,7 @@ async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceReq
                     let outcome = answer
                         .await
                         .unwrap_or_else(|_| ProduceOutcome::error(error_code::KAFKA_STORAGE_ERROR));
+                    meter.add_owner(outcome.spent);
                     if outcome.error_code == error_code::NONE {
                         let counters = broker.metrics.topic(&name);
                         counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
@@ -366,7 +425,7 @@ async fn produce_request(broker: &Arc<Broker>, frame: &[u8], request: ProduceReq
     Response::Produce(produce::response(topics))
 }
 
-async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response {
+async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest, meter: &Meter) -> Response {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -412,6 +471,7 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest) -> Response 
                 }
                 _ => FetchOutcome::error(error_code::UNKNOWN_TOPIC_OR_PARTITION),
             };
+            meter.add_owner(outcome.spent);
             errors |= outcome.error_code != error_code::NONE;
             // The response's max_bytes: later partitions get nothing once it is used up,
             // but the first batch is always sent (KIP-74).

@@ -252,6 +252,7 @@ pub fn render(broker: &Broker) -> String {
             let kind = match kind {
                 weir_broker::quota::Kind::Produce => "produce",
                 weir_broker::quota::Kind::Fetch => "fetch",
+                weir_broker::quota::Kind::Request => "request",
             };
             let _ = writeln!(
                 out,

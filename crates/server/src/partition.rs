@@ -72,6 +72,8 @@ pub(crate) struct ProduceOutcome {
     pub records: u64,
     pub log_start_offset: i64,
     pub message: Option<String>,
+    /// Time the owner worked on it (charged to request-time quotas).
+    pub spent: Duration,
 }
 
 pub(crate) struct FetchOutcome {
@@ -81,6 +83,8 @@ pub(crate) struct FetchOutcome {
     pub records: Bytes,
     /// Changes when the partition's log end offset moves: what a long poll waits on.
     pub end: Option<watch::Receiver<i64>>,
+    /// Time the owner worked on it (charged to request-time quotas).
+    pub spent: Duration,
 }
 
 pub(crate) struct ListOutcome {
@@ -598,6 +602,7 @@ fn fetch(
     offset: i64,
     max_bytes: Option<u64>,
 ) -> FetchOutcome {
+    let started = std::time::Instant::now();
     let log = &state.log;
     let high_watermark = log.log_end_offset();
     let log_start_offset = log.log_start_offset();
@@ -615,20 +620,23 @@ fn fetch(
             end: high_watermark,
         }),
     };
-    match read {
+    let mut outcome = match read {
         Ok(copy) => FetchOutcome {
             error_code: error_code::NONE,
             high_watermark,
             log_start_offset,
             records: Bytes::from(copy.bytes),
             end: Some(end.subscribe()),
+            spent: Duration::ZERO,
         },
         Err(e) => FetchOutcome {
             high_watermark,
             log_start_offset,
             ..FetchOutcome::failed(&e)
         },
-    }
+    };
+    outcome.spent = started.elapsed();
+    outcome
 }
 
 /// A partition's appender: takes its Produces in order, in runs, to the blocking pool, where
@@ -733,6 +741,18 @@ impl Snapshot {
 fn produce(
     p: &mut PartitionState,
     end: &watch::Sender<i64>,
+    records: Vec<u8>,
+    wait_durable: bool,
+) -> Produced {
+    let started = std::time::Instant::now();
+    let mut produced = produce_untimed(p, end, records, wait_durable);
+    produced.outcome.spent = started.elapsed();
+    produced
+}
+
+fn produce_untimed(
+    p: &mut PartitionState,
+    end: &watch::Sender<i64>,
     mut records: Vec<u8>,
     wait_durable: bool,
 ) -> Produced {
@@ -787,6 +807,7 @@ fn produce(
                         records: 0,
                         log_start_offset: p.log.log_start_offset(),
                         message: None,
+                        spent: Duration::ZERO,
                     },
                     durable: if wait_durable {
                         p.log.sync()
@@ -833,6 +854,7 @@ fn produce(
             records: (appended.last_offset - appended.base_offset + 1) as u64,
             log_start_offset: p.log.log_start_offset(),
             message: None,
+            spent: Duration::ZERO,
         },
         durable: if wait_durable {
             appended.durable
@@ -971,6 +993,7 @@ impl ProduceOutcome {
             records: 0,
             log_start_offset: -1,
             message: Some(error.to_string()),
+            spent: Duration::ZERO,
         }
     }
 
@@ -981,6 +1004,7 @@ impl ProduceOutcome {
             records: 0,
             log_start_offset: -1,
             message: None,
+            spent: Duration::ZERO,
         }
     }
 }
@@ -997,6 +1021,7 @@ impl FetchOutcome {
             log_start_offset: -1,
             records: Bytes::new(),
             end: None,
+            spent: Duration::ZERO,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Client quotas at the edge: charges a Produce's request bytes or a Fetch's record bytes to
-//! the client id's quota (`weir_broker::quota`) and writes the throttle into the response.
+//! Client quotas at the edge: charges a Produce's request bytes or a Fetch's record bytes, and
+//! every request's handling time, to the client id's quotas (`weir_broker::quota`) and writes
+//! the throttle into the response.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,20 +11,23 @@ use weir_kafka::Response;
 use crate::broker::Broker;
 
 /// Charges `response`'s request to `client_id` and returns the throttle, also set as the
-/// response's `throttle_time_ms` (Produce and Fetch from v1). `request_bytes` is the Produce
-/// frame's size; a Fetch is charged its record bytes.
+/// response's `throttle_time_ms` (Produce and Fetch from v1; other answers carry no throttle
+/// field here, but the connection is muted all the same). `request_bytes` is the Produce
+/// frame's size; a Fetch is charged its record bytes; every request is charged `spent`, the
+/// time the broker's threads worked on it. The throttle is the longer of the two, as Kafka's.
 pub(crate) fn charge(
     broker: &Broker,
     client_id: Option<&str>,
     request_bytes: usize,
+    spent: Duration,
     version: i16,
     response: &mut Response,
 ) -> Duration {
     if !broker.quotas_on.load(Ordering::Relaxed) {
         return Duration::ZERO;
     }
-    let (kind, bytes) = match response {
-        Response::Produce(_) => (Kind::Produce, request_bytes),
+    let bytes = match response {
+        Response::Produce(_) => Some((Kind::Produce, request_bytes)),
         Response::Fetch(r) => {
             let bytes = r
                 .responses
@@ -31,15 +35,20 @@ pub(crate) fn charge(
                 .flat_map(|t| t.partitions.iter())
                 .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
                 .sum();
-            (Kind::Fetch, bytes)
+            Some((Kind::Fetch, bytes))
         }
-        _ => return Duration::ZERO,
+        _ => None,
     };
-    let throttle = broker
-        .quotas
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .record(client_id.unwrap_or(""), kind, bytes as u64, Instant::now());
+    let client = client_id.unwrap_or("");
+    let now = Instant::now();
+    let mut quotas = broker.quotas.lock().unwrap_or_else(|e| e.into_inner());
+    let by_bytes = bytes.map_or(Duration::ZERO, |(kind, bytes)| {
+        quotas.record(client, kind, bytes as u64, now)
+    });
+    let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+    let by_time = quotas.record(client, Kind::Request, micros, now);
+    drop(quotas);
+    let throttle = by_bytes.max(by_time);
     let ms = i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX);
     if version >= 1 && ms > 0 {
         match response {
@@ -60,7 +69,7 @@ pub(crate) fn charge(
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use weir_broker::quota::Rates;
+use weir_broker::quota::{Rates, MICROS_PER_PERCENT};
 use weir_kafka::client_quotas::{self, AlterClientQuotasRequest, DescribeClientQuotasRequest};
 use weir_kafka::error_code;
 
@@ -69,6 +78,7 @@ use crate::config::QuotaSettings;
 const ENTITY_CLIENT_ID: &str = "client-id";
 const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+const REQUEST_PERCENTAGE: &str = "request_percentage";
 
 /// The file that keeps the runtime layer.
 pub(crate) fn store_path(data_dir: &Path) -> PathBuf {
@@ -89,8 +99,11 @@ pub(crate) fn load(data_dir: &Path) -> std::io::Result<QuotaSettings> {
         let bad =
             |why: &str| std::io::Error::other(format!("{}: line {}: {why}", path.display(), n + 1));
         let fields: Vec<&str> = line.split(' ').collect();
-        let [kind, name, producer, consumer] = fields[..] else {
-            return Err(bad("expected 4 fields"));
+        // Files from before request quotas have 4 fields.
+        let (kind, name, producer, consumer, request) = match fields[..] {
+            [kind, name, producer, consumer] => (kind, name, producer, consumer, "-"),
+            [kind, name, producer, consumer, request] => (kind, name, producer, consumer, request),
+            _ => return Err(bad("expected 5 fields")),
         };
         let rate = |v: &str| match v {
             "-" => Ok(None),
@@ -99,6 +112,7 @@ pub(crate) fn load(data_dir: &Path) -> std::io::Result<QuotaSettings> {
         let rates = Rates {
             producer_byte_rate: rate(producer)?,
             consumer_byte_rate: rate(consumer)?,
+            request_time_rate: rate(request)?,
         };
         match kind {
             "default" => layer.default = rates,
@@ -115,19 +129,17 @@ pub(crate) fn load(data_dir: &Path) -> std::io::Result<QuotaSettings> {
 fn store(data_dir: &Path, layer: &QuotaSettings) -> std::io::Result<()> {
     use std::io::Write;
     let rate = |r: Option<u64>| r.map_or_else(|| "-".to_string(), |r| r.to_string());
-    let mut text = format!(
-        "default - {} {}\n",
-        rate(layer.default.producer_byte_rate),
-        rate(layer.default.consumer_byte_rate)
-    );
-    for (client, r) in &layer.clients {
-        let line = format!(
-            "client {} {} {}\n",
-            hex(client),
+    let line = |kind: &str, name: &str, r: &Rates| {
+        format!(
+            "{kind} {name} {} {} {}\n",
             rate(r.producer_byte_rate),
-            rate(r.consumer_byte_rate)
-        );
-        text.push_str(&line);
+            rate(r.consumer_byte_rate),
+            rate(r.request_time_rate)
+        )
+    };
+    let mut text = line("default", "-", &layer.default);
+    for (client, r) in &layer.clients {
+        text.push_str(&line("client", &hex(client), r));
     }
     let path = store_path(data_dir);
     let tmp = path.with_extension("tmp");
@@ -161,6 +173,7 @@ fn overlay(under: Rates, over: Rates) -> Rates {
     Rates {
         producer_byte_rate: over.producer_byte_rate.or(under.producer_byte_rate),
         consumer_byte_rate: over.consumer_byte_rate.or(under.consumer_byte_rate),
+        request_time_rate: over.request_time_rate.or(under.request_time_rate),
     }
 }
 
@@ -197,6 +210,12 @@ fn values(r: Rates) -> Vec<(String, f64)> {
     }
     if let Some(c) = r.consumer_byte_rate {
         v.push((CONSUMER_BYTE_RATE.to_string(), c as f64));
+    }
+    if let Some(t) = r.request_time_rate {
+        v.push((
+            REQUEST_PERCENTAGE.to_string(),
+            t as f64 / MICROS_PER_PERCENT,
+        ));
     }
     v
 }
@@ -252,21 +271,25 @@ fn change(
     };
     for (key, value, remove) in ops {
         let v = value.0;
-        let rate = if *remove {
-            None
-        } else if v.is_finite() && v >= 1.0 && v <= u64::MAX as f64 {
-            Some(v as u64)
-        } else {
-            return Err(format!(
-                "{key} must be a rate of at least 1 byte/s, got {v}"
-            ));
+        let rate = |v: f64, unit: &str| {
+            if *remove {
+                Ok(None)
+            } else if v.is_finite() && v >= 1.0 && v <= u64::MAX as f64 {
+                Ok(Some(v as u64))
+            } else {
+                Err(format!("{key} must be at least {unit}, got {}", value.0))
+            }
         };
         match key.as_str() {
-            PRODUCER_BYTE_RATE => rates.producer_byte_rate = rate,
-            CONSUMER_BYTE_RATE => rates.consumer_byte_rate = rate,
+            PRODUCER_BYTE_RATE => rates.producer_byte_rate = rate(v, "1 byte/s")?,
+            CONSUMER_BYTE_RATE => rates.consumer_byte_rate = rate(v, "1 byte/s")?,
+            REQUEST_PERCENTAGE => {
+                rates.request_time_rate = rate(v * MICROS_PER_PERCENT, "0.0001 (%)")?
+            }
             other => {
                 return Err(format!(
-                    "quota {other:?} is not supported; use {PRODUCER_BYTE_RATE} or {CONSUMER_BYTE_RATE}"
+                    "quota {other:?} is not supported; use {PRODUCER_BYTE_RATE}, \
+                     {CONSUMER_BYTE_RATE} or {REQUEST_PERCENTAGE}"
                 ))
             }
         }

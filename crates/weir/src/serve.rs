@@ -28,6 +28,7 @@ struct FileConfig {
     request_memory_budget_bytes: Option<usize>,
     quota_producer_byte_rate: Option<u64>,
     quota_consumer_byte_rate: Option<u64>,
+    quota_request_percentage: Option<f64>,
     client_quotas: Option<std::collections::BTreeMap<String, ClientQuota>>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
@@ -49,6 +50,13 @@ struct FileConfig {
 struct ClientQuota {
     producer_byte_rate: Option<u64>,
     consumer_byte_rate: Option<u64>,
+    request_percentage: Option<f64>,
+}
+
+/// Kafka's `request_percentage` (of one thread; may exceed 100) as microseconds per second.
+fn request_time_rate(percentage: f64) -> Option<u64> {
+    let micros = percentage * weir_server::config::MICROS_PER_PERCENT;
+    (micros.is_finite() && micros >= 1.0 && micros <= u64::MAX as f64).then_some(micros as u64)
 }
 
 /// One setting from one source, applied in precedence order.
@@ -89,6 +97,13 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             } else {
                 config.quotas.default.consumer_byte_rate = Some(rate);
             }
+        }
+        "quota_request_percentage" => {
+            let percentage: f64 = value.parse().map_err(|_| bad("not a number"))?;
+            config.quotas.default.request_time_rate = Some(
+                request_time_rate(percentage)
+                    .ok_or_else(|| bad("must be a positive percentage of one thread"))?,
+            );
         }
         "request_memory_budget_bytes" => {
             let n: usize = value.parse().map_err(|_| bad("not a number"))?;
@@ -241,6 +256,10 @@ pub fn resolve(
                 parsed.quota_consumer_byte_rate.map(|n| n.to_string()),
             ),
             (
+                "quota_request_percentage",
+                parsed.quota_request_percentage.map(|n| n.to_string()),
+            ),
+            (
                 "max_connections",
                 parsed.max_connections.map(|n| n.to_string()),
             ),
@@ -305,9 +324,19 @@ pub fn resolve(
                 )),
                 r => Ok(r),
             };
+            let request_time = match quota.request_percentage {
+                None => None,
+                Some(p) => Some(request_time_rate(p).ok_or_else(|| {
+                    format!(
+                        "{source}: client_quotas.{client:?}.request_percentage: must be a \
+                         positive percentage of one thread"
+                    )
+                })?),
+            };
             let rates = weir_server::config::QuotaRates {
                 producer_byte_rate: rate(quota.producer_byte_rate, "producer_byte_rate")?,
                 consumer_byte_rate: rate(quota.consumer_byte_rate, "consumer_byte_rate")?,
+                request_time_rate: request_time,
             };
             config.quotas.clients.insert(client, rates);
         }
@@ -381,7 +410,9 @@ mod tests {
             "data_dir = \"from-file\"\nshards = 3\nhttp_listen = \"127.0.0.1:7001\"\nkafka_listen = \"127.0.0.1:7002\"\n\
              offsets_partitions = 4\noffsets_retention_minutes = 2\n\
              group_initial_rebalance_delay_ms = 0\ngroup_min_session_timeout_ms = 1000\n\
-             group_max_session_timeout_ms = 9000\ngroup_max_size = 7\n",
+             group_max_session_timeout_ms = 9000\ngroup_max_size = 7\n\
+             quota_request_percentage = 150.5\nlog_retention_check_interval_ms = 2500\n\
+             [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
         .expect("write");
         let env = |var: &str| match var {
@@ -408,6 +439,16 @@ mod tests {
             (1000, 9000)
         );
         assert_eq!(groups.members_max, 7);
+        assert_eq!(config.quotas.default.request_time_rate, Some(1_505_000));
+        assert_eq!(
+            config.quotas.clients["etl"].request_time_rate,
+            Some(5_000),
+            "0.5 % of a thread is 5 ms a second"
+        );
+        assert_eq!(
+            config.log_retention_check_interval,
+            Duration::from_millis(2500)
+        );
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);
         assert_eq!(defaults.http_listen.port(), 9080);
@@ -427,5 +468,11 @@ mod tests {
         assert!(err.contains("WEIR_KAFKA_LISTEN"), "{err}");
         let err = resolve(&args(&["--kafka-listen"]), |_| None).unwrap_err();
         assert!(err.contains("needs a value"), "{err}");
+        let file = std::env::temp_dir().join(format!("weir-serve-bad-{}.toml", std::process::id()));
+        std::fs::write(&file, "quota_request_percentage = -1\n").expect("write");
+        let err =
+            resolve(&args(&["--config", file.to_str().expect("utf8")]), |_| None).unwrap_err();
+        assert!(err.contains("quota_request_percentage"), "{err}");
+        std::fs::remove_file(&file).ok();
     }
 }

@@ -1588,13 +1588,14 @@ fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
     );
     assert_eq!(
         codes,
-        [0, 0, 42, 42, 42],
-        "unsupported entities and keys are refused"
+        [0, 0, 42, 0, 42],
+        "unsupported entities and bad values are refused"
     );
     let all = vec![
         (None, vec![rate("consumer_byte_rate", 1e9)]),
         (Some("batch".into()), vec![rate("producer_byte_rate", 5e6)]),
         (Some("slow".into()), vec![rate("producer_byte_rate", 1e5)]),
+        (Some("x".into()), vec![rate("request_percentage", 50.0)]),
     ];
     assert_eq!(describe_quotas(&mut s), all);
 
@@ -1658,7 +1659,10 @@ fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
     assert_eq!(codes, [0, 0]);
     assert_eq!(
         describe_quotas(&mut s),
-        vec![(Some("batch".into()), vec![rate("producer_byte_rate", 5e6)])]
+        vec![
+            (Some("batch".into()), vec![rate("producer_byte_rate", 5e6)]),
+            (Some("x".into()), vec![rate("request_percentage", 50.0)]),
+        ]
     );
     let _ = std::fs::remove_file(&config);
 }
@@ -1795,4 +1799,72 @@ fn fetch_at(stream: &mut TcpStream, topic: &str, offset: i64) -> (i16, i64) {
         .and_then(|b| b.ok())
         .map_or(-1, |(_, h)| h.base_offset);
     (p.error_code, first)
+}
+
+#[test]
+fn a_client_over_its_request_time_share_is_throttled_and_others_are_not() {
+    use kafka_protocol::messages::ProduceResponse;
+    let config = std::env::temp_dir().join(format!("weir-reqquota-{}.toml", std::process::id()));
+    // 1 % of one thread: 10 ms of handling per second.
+    std::fs::write(&config, "[client_quotas.busy]\nrequest_percentage = 1.0\n").expect("config");
+    let weir = Weir::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let mut s = weir.connect();
+    assert_eq!(
+        describe_quotas(&mut s),
+        vec![(
+            Some("busy".into()),
+            vec![("request_percentage".to_string(), 1.0)]
+        )]
+    );
+    assert_eq!(
+        create_topic(&mut s, 5, "share", 1, 1, &[], false).error_code,
+        0
+    );
+    let produce = produce_request("share", 0, Bytes::from(test_batch(1)), 1);
+    let send = |stream: &mut TcpStream, client: &str, n: i32| {
+        let frame = request_as(client, ApiKey::Produce, 9, n, &produce);
+        let (_, mut body) = call(stream, &frame, ApiKey::Produce, 9);
+        let response = ProduceResponse::decode(&mut body, 9).expect("Produce");
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        response.throttle_time_ms
+    };
+    // An unlimited client sends 300 requests: never throttled.
+    let mut free = weir.connect();
+    for n in 0..300 {
+        assert_eq!(send(&mut free, "free", n), 0, "request {n}");
+    }
+    // "busy" spends its second's worth (10 ms) within some hundreds of requests, then is told
+    // to hold back for the time its excess takes to repay at 10 ms/s.
+    let mut busy = weir.connect();
+    let throttle = (0..5_000)
+        .map(|n| send(&mut busy, "busy", n))
+        .find(|t| *t > 0)
+        .expect("busy was throttled within 5,000 requests");
+    assert!(throttle <= 30_000, "throttle_time_ms {throttle}");
+    // Its connection is not read for that long.
+    let started = Instant::now();
+    api_versions(&mut busy, 3, 2);
+    let muted = started.elapsed();
+    assert!(
+        muted >= Duration::from_millis(throttle as u64 * 8 / 10),
+        "muted {muted:?} for a throttle of {throttle} ms"
+    );
+    // The free client is still served at once.
+    assert_eq!(send(&mut free, "free", 1_000), 0);
+    let metrics = http_get(weir.http, "/metrics");
+    let charged = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "weir_client_throttle_seconds_total{client_id=\"busy\",quota=\"request\"} ",
+            )
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("busy's request throttle in the metrics");
+    assert!(charged > 0.0, "{charged}");
+    assert!(
+        !metrics.contains("client_id=\"free\""),
+        "free was never throttled"
+    );
+    let _ = std::fs::remove_file(config);
 }
