@@ -31,7 +31,7 @@ pub(crate) struct Broker {
     pub quotas: std::sync::Mutex<weir_broker::quota::Quotas>,
     pub quotas_on: std::sync::atomic::AtomicBool,
     /// Request bytes in memory, against `request_memory_budget_bytes` (one permit per byte).
-    pub request_budget: tokio::sync::Semaphore,
+    pub request_budget: crate::limits::RequestBudget,
     /// Open Kafka connections, against `max_connections` and `max_connections_per_ip`.
     pub connections: Arc<crate::limits::Connections>,
     pub topics: Topics,

@@ -31,8 +31,59 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Kafka clients ask for long polls of at most this long; a larger max_wait_ms is capped.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// A connection keeps a read buffer up to this size between requests; a larger one (left by a
-/// large request) is freed.
-const READ_BUFFER_KEEP_BYTES: usize = 1024 * 1024;
+/// large request) goes back to its shard's pool, so idle connections hold little.
+const READ_BUFFER_KEEP_BYTES: usize = 16 * 1024;
+/// Read buffers a shard keeps for reuse, in bytes of capacity: large requests then reuse
+/// buffers instead of allocating (and the allocator mapping and unmapping) each time, and the
+/// buffers in memory are those of requests in flight (bounded by the budget) plus this.
+const READ_BUFFER_POOL_BYTES: usize = 8 * 1024 * 1024;
+/// Buffers larger than this are not pooled.
+const READ_BUFFER_POOLED_MAX: usize = 2 * 1024 * 1024;
+
+/// One shard's pool of read buffers (each shard is one thread).
+#[derive(Default)]
+struct BufferPool {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+thread_local! {
+    static READ_BUFFERS: std::cell::RefCell<BufferPool> =
+        std::cell::RefCell::new(BufferPool::default());
+}
+
+/// A buffer for a request of `size` bytes: `frame` if it is big enough, else one from the pool.
+fn buffer_for(frame: &mut Vec<u8>, size: usize) {
+    if frame.capacity() >= size {
+        return;
+    }
+    let pooled = READ_BUFFERS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let at = pool.buffers.iter().position(|b| b.capacity() >= size)?;
+        let buffer = pool.buffers.swap_remove(at);
+        pool.bytes -= buffer.capacity();
+        Some(buffer)
+    });
+    if let Some(buffer) = pooled {
+        recycle(std::mem::replace(frame, buffer));
+    }
+}
+
+/// Gives a buffer back to the shard's pool, or frees it if the pool is full or it is too large.
+fn recycle(mut buffer: Vec<u8>) {
+    let capacity = buffer.capacity();
+    if capacity <= READ_BUFFER_KEEP_BYTES || capacity > READ_BUFFER_POOLED_MAX {
+        return;
+    }
+    READ_BUFFERS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.bytes + capacity <= READ_BUFFER_POOL_BYTES {
+            buffer.clear();
+            pool.bytes += capacity;
+            pool.buffers.push(buffer);
+        }
+    });
+}
 
 pub(crate) async fn serve(
     mut stream: TcpStream,
@@ -78,24 +129,23 @@ pub(crate) async fn serve(
         };
         // Reserve the request's bytes before reading them (a request larger than the whole
         // budget waits for all of it). The reservation is held until the answer is written.
-        let reserve = size.min(broker.config.request_memory_budget_bytes).max(1);
-        let reserve = u32::try_from(reserve).unwrap_or(u32::MAX);
-        let _reserved = match broker.request_budget.try_acquire_many(reserve) {
-            Ok(permit) => permit,
-            Err(_) => {
+        let _reserved = match broker.request_budget.try_reserve(size) {
+            Some(permit) => permit,
+            None => {
                 metrics.budget_waits.fetch_add(1, Ordering::Relaxed);
                 metrics.budget_waiting.fetch_add(1, Ordering::Relaxed);
-                let permit = broker.request_budget.acquire_many(reserve).await;
+                let permit = broker.request_budget.reserve(size).await;
                 metrics.budget_waiting.fetch_sub(1, Ordering::Relaxed);
                 // The client is not to blame for the wait: its deadline for the body starts
                 // afresh once the bytes are reserved.
                 deadline = tokio::time::Instant::now() + config.request_complete_timeout;
                 match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
+                    Some(permit) => permit,
+                    None => break,
                 }
             }
         };
+        buffer_for(&mut frame, size);
         let body = read_body(&mut stream, &mut frame, size);
         if by_deadline(&broker, deadline, body).await.is_none() {
             break;
@@ -124,9 +174,10 @@ pub(crate) async fn serve(
             }
         }
         if frame.capacity() > READ_BUFFER_KEEP_BYTES {
-            frame = Vec::new();
+            recycle(std::mem::take(&mut frame));
         }
     }
+    recycle(frame);
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 

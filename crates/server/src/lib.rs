@@ -99,11 +99,7 @@ impl Server {
             node: OnceLock::new(),
             cluster_id,
             metrics: metrics::Metrics::new(shards),
-            request_budget: tokio::sync::Semaphore::new(
-                config
-                    .request_memory_budget_bytes
-                    .min(tokio::sync::Semaphore::MAX_PERMITS),
-            ),
+            request_budget: limits::RequestBudget::new(config.request_memory_budget_bytes),
             fetch_rotation: std::sync::atomic::AtomicUsize::new(0),
             // Put in force below, by the same path as AlterClientQuotas.
             quotas_on: std::sync::atomic::AtomicBool::new(false),

@@ -74,6 +74,70 @@ impl Drop for Admitted {
     }
 }
 
+/// Requests up to this size may also take their bytes from the small-request reserve.
+pub(crate) const SMALL_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Request bytes in memory, against `request_memory_budget_bytes` (one permit per byte;
+/// decision 34). An eighth is kept for small requests: large ones queue for the rest in
+/// arrival order, and without the reserve a 1 KB request would wait behind every large one
+/// queued before it (measured with 24 producers of 500 KB requests on a 4 MiB budget: a light
+/// producer's p50 went from 0.4 ms to 1.9 s).
+pub(crate) struct RequestBudget {
+    any: tokio::sync::Semaphore,
+    small: tokio::sync::Semaphore,
+    total: usize,
+}
+
+impl RequestBudget {
+    pub fn new(bytes: usize) -> RequestBudget {
+        let total = bytes.min(tokio::sync::Semaphore::MAX_PERMITS);
+        let small = total / 8;
+        RequestBudget {
+            any: tokio::sync::Semaphore::new(total - small),
+            small: tokio::sync::Semaphore::new(small),
+            total,
+        }
+    }
+
+    /// The permits a request of `size` bytes takes: its size, at most all a request may take.
+    fn permits(&self, size: usize) -> u32 {
+        let most = if size <= SMALL_REQUEST_BYTES {
+            size
+        } else {
+            size.min(self.total - self.total / 8)
+        };
+        u32::try_from(most.max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Takes a request's bytes now, if they are free.
+    pub fn try_reserve(&self, size: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let n = self.permits(size);
+        self.any.try_acquire_many(n).ok().or_else(|| {
+            (size <= SMALL_REQUEST_BYTES)
+                .then(|| self.small.try_acquire_many(n).ok())
+                .flatten()
+        })
+    }
+
+    /// Waits for a request's bytes: a large request in line for the main part, a small one
+    /// for whichever part frees them first.
+    pub async fn reserve(&self, size: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let n = self.permits(size);
+        if size > SMALL_REQUEST_BYTES {
+            return self.any.acquire_many(n).await.ok();
+        }
+        tokio::select! {
+            permit = self.any.acquire_many(n) => permit.ok(),
+            permit = self.small.acquire_many(n) => permit.ok(),
+        }
+    }
+
+    /// Bytes reserved now.
+    pub fn in_use(&self) -> usize {
+        self.total - self.any.available_permits() - self.small.available_permits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +158,28 @@ mod tests {
             "a closed connection frees its place"
         );
         assert_eq!(table.per_ip.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn small_requests_have_a_reserve_that_large_ones_cannot_take() {
+        let budget = RequestBudget::new(8 << 20);
+        // Large requests take the main part (7 MiB) and no more.
+        let big = budget.try_reserve(7 << 20).expect("fits the main part");
+        assert!(budget.try_reserve(SMALL_REQUEST_BYTES + 1).is_none());
+        // Small ones still fit, in the reserve (1 MiB).
+        let small: Vec<_> = (0..16)
+            .map(|_| budget.try_reserve(SMALL_REQUEST_BYTES).expect("reserve"))
+            .collect();
+        assert_eq!(budget.in_use(), 8 << 20);
+        assert!(budget.try_reserve(1).is_none(), "all of it in use");
+        drop(small);
+        drop(big);
+        assert_eq!(budget.in_use(), 0);
+        // A request larger than the main part waits for all of it, not for more.
+        let whole = budget
+            .try_reserve(100 << 20)
+            .expect("capped at the main part");
+        assert_eq!(budget.in_use(), 7 << 20);
+        drop(whole);
     }
 }

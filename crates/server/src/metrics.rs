@@ -179,11 +179,7 @@ pub fn render(broker: &Broker) -> String {
             "weir_request_budget_in_use_bytes",
             "gauge",
             "Request bytes held in memory (reserved against request_memory_budget_bytes)",
-            (broker
-                .config
-                .request_memory_budget_bytes
-                .min(tokio::sync::Semaphore::MAX_PERMITS)
-                - broker.request_budget.available_permits()) as u64,
+            broker.request_budget.in_use() as u64,
         ),
         (
             "weir_request_budget_waiting_connections",
