@@ -161,13 +161,14 @@ pub(crate) async fn serve(
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         metrics.request(api_key, started.elapsed());
         if let Some(bytes) = response {
-            if stream.write_all(&bytes).await.is_err() {
+            if !write_response(&mut stream, &bytes, &broker).await {
                 break;
             }
         }
         if !throttle.is_zero() {
             // Over its quota: the answer went out with throttle_time_ms, and the connection is
             // not read for that long (KIP-219), whether or not the client holds back itself.
+            let _paused = Paused::enter(&metrics.paused_throttle);
             tokio::select! {
                 () = tokio::time::sleep(throttle) => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
@@ -179,6 +180,58 @@ pub(crate) async fn serve(
     }
     recycle(frame);
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A write that has not finished after this long counts its connection as paused (a slow
+/// reader) in the metrics.
+const SLOW_READER_AFTER: Duration = Duration::from_millis(100);
+
+/// Counts a connection in a gauge while it lives.
+struct Paused<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Paused<'a> {
+    fn enter(gauge: &'a std::sync::atomic::AtomicU64) -> Paused<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Paused(gauge)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes a response. The connection reads nothing meanwhile (one response at a time), so a
+/// client that stops reading stops being read, with one response held; if it takes none of
+/// the response's bytes for `connections_max_idle_ms`, it is closed (false).
+async fn write_response(stream: &mut TcpStream, bytes: &[u8], broker: &Broker) -> bool {
+    let idle = broker.config.connections_max_idle;
+    let mut paused = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        let write = stream.write(&bytes[at..]);
+        tokio::pin!(write);
+        let written = tokio::select! {
+            written = &mut write => written,
+            () = tokio::time::sleep(SLOW_READER_AFTER.min(idle)) => {
+                paused.get_or_insert_with(|| Paused::enter(&broker.metrics.paused_slow_reader));
+                match tokio::time::timeout(idle.saturating_sub(SLOW_READER_AFTER), write).await {
+                    Ok(written) => written,
+                    Err(_) => {
+                        let stalled = &broker.metrics.closed_response_stalled;
+                        stalled.fetch_add(1, Ordering::Relaxed);
+                        return false;
+                    }
+                }
+            }
+        };
+        match written {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => at += n,
+        }
+    }
+    true
 }
 
 /// The time the broker's threads work on one request: the connection's own polls of it (decode,

@@ -72,6 +72,10 @@ pub struct Metrics {
     /// finishing a started request within `request_complete_timeout_ms`.
     pub closed_idle: AtomicU64,
     pub closed_request_timeout: AtomicU64,
+    pub closed_response_stalled: AtomicU64,
+    /// Connections muted by a quota throttle now, and blocked writing a response now.
+    pub paused_throttle: AtomicU64,
+    pub paused_slow_reader: AtomicU64,
     /// Connections waiting for request memory budget now, and how often one had to.
     pub budget_waiting: AtomicU64,
     pub budget_waits: AtomicU64,
@@ -95,6 +99,9 @@ impl Metrics {
             refused_per_ip: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
             closed_request_timeout: AtomicU64::new(0),
+            closed_response_stalled: AtomicU64::new(0),
+            paused_throttle: AtomicU64::new(0),
+            paused_slow_reader: AtomicU64::new(0),
             budget_waiting: AtomicU64::new(0),
             budget_waits: AtomicU64::new(0),
             retention_segments_deleted: AtomicU64::new(0),
@@ -130,7 +137,17 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A counter with one line per `reason` label.
 fn by_reason(out: &mut String, name: &str, help: &str, counters: &[(&str, &AtomicU64)]) {
-    header(out, name, "counter", help);
+    by_reason_of(out, name, "counter", help, counters);
+}
+
+fn by_reason_of(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    counters: &[(&str, &AtomicU64)],
+) {
+    header(out, name, kind, help);
     for (reason, n) in counters {
         let n = n.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {n}");
@@ -228,10 +245,24 @@ pub fn render(broker: &Broker) -> String {
     by_reason(
         &mut out,
         "weir_connections_timed_out_total",
-        "Kafka connections closed by a timeout: idle, or a request not finished in time",
+        "Kafka connections closed by a timeout: idle, a request not finished in time, or a \
+         response the client took none of for connections_max_idle_ms",
         &[
             ("idle", &m.closed_idle),
             ("request_incomplete", &m.closed_request_timeout),
+            ("response_stalled", &m.closed_response_stalled),
+        ],
+    );
+    by_reason_of(
+        &mut out,
+        "weir_connections_paused",
+        "gauge",
+        "Kafka connections not being read now: waiting for request memory budget, muted by a \
+         quota throttle, or blocked writing a response the client does not take",
+        &[
+            ("memory_budget", &m.budget_waiting),
+            ("throttle", &m.paused_throttle),
+            ("slow_reader", &m.paused_slow_reader),
         ],
     );
     header(

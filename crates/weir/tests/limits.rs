@@ -235,3 +235,75 @@ fn idle_and_stalled_connections_are_closed_while_a_healthy_client_is_served() {
     assert_eq!(timed_out("request_incomplete"), STALLED as u64);
     assert_eq!(timed_out("idle"), IDLE as u64);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_client_that_stops_reading_is_paused_then_closed_while_others_carry_on() {
+    let broker = start("slow-reader", "connections_max_idle_ms = 2000\n");
+    let mut healthy = connect(broker.kafka);
+    assert!(ask(&mut healthy, 0).is_some());
+    let rss_before = rss_kib(broker.child.id());
+    // 100,000 pipelined ApiVersions (about 17 MB of answers) from a client that never reads:
+    // the broker answers until the socket buffers are full, then stops reading it.
+    let greedy = TcpStream::connect(broker.kafka).expect("connect");
+    let mut writer = greedy.try_clone().expect("clone");
+    let frames: Vec<u8> = (0..100_000).flat_map(api_versions_frame).collect();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&frames);
+    });
+    let paused = |reason: &str| {
+        metric(
+            broker.http,
+            &format!("weir_connections_paused{{reason=\"{reason}\"}} "),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while paused("slow_reader") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the greedy client was never paused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While it is paused, and until it is closed, the healthy client is served.
+    let mut slowest = Duration::ZERO;
+    let mut answered = 0;
+    let stalled = || {
+        metric(
+            broker.http,
+            "weir_connections_timed_out_total{reason=\"response_stalled\"} ",
+        )
+    };
+    while stalled() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the greedy client was never closed"
+        );
+        let took = ask(&mut healthy, answered + 1).expect("the healthy client was cut off");
+        slowest = slowest.max(took);
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grown = rss_kib(broker.child.id()).saturating_sub(rss_before);
+    eprintln!(
+        "paused, then closed; healthy client: {answered} requests, slowest {slowest:?}; \
+         broker RSS grew {grown} KiB"
+    );
+    assert!(answered >= 20, "{answered}");
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    // One answer at a time is held for a client that does not read: memory did not follow
+    // the 17 MB it asked for.
+    assert!(grown < 8 * 1024, "RSS grew {grown} KiB");
+    assert_eq!(paused("slow_reader"), 0);
+    drop(greedy);
+    sender.join().expect("sender");
+}
