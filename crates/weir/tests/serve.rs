@@ -30,6 +30,27 @@ impl Drop for TempDir {
     }
 }
 
+/// A `weir serve` config file, removed when dropped.
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn new(name: &str, settings: &str) -> ConfigFile {
+        let path = std::env::temp_dir().join(format!("weir-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, settings).expect("config file");
+        ConfigFile(path)
+    }
+
+    fn args(&self) -> [&str; 2] {
+        ["--config", self.0.to_str().expect("utf-8 path")]
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn temp_dir() -> TempDir {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -1363,9 +1384,8 @@ fn produce_answer(stream: &mut TcpStream) -> std::io::Result<i16> {
 
 #[test]
 fn requests_wait_for_the_memory_budget_instead_of_allocating() {
-    let config = std::env::temp_dir().join(format!("weir-budget-{}.toml", std::process::id()));
-    std::fs::write(&config, "request_memory_budget_bytes = 1048576\n").expect("config");
-    let weir = Weir::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let config = ConfigFile::new("budget", "request_memory_budget_bytes = 1048576\n");
+    let weir = Weir::start(&config.args());
     let mut a = weir.connect();
     assert_eq!(
         create_topic(&mut a, 5, "budget", 1, 1, &[], false).error_code,
@@ -1423,7 +1443,6 @@ fn requests_wait_for_the_memory_budget_instead_of_allocating() {
         "{metrics}"
     );
     assert!(metrics.contains("weir_request_budget_in_use_bytes 0"));
-    let _ = std::fs::remove_file(&config);
 }
 
 #[test]
@@ -1559,13 +1578,11 @@ fn alter_quotas(stream: &mut TcpStream, entries: &[QuotaChange<'_>]) -> Vec<i16>
 
 #[test]
 fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
-    let config = std::env::temp_dir().join(format!("weir-quotas-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
+    let config = ConfigFile::new(
+        "quotas",
         "[client_quotas.batch]\nproducer_byte_rate = 5000000\n",
-    )
-    .expect("config");
-    let args = ["--config", config.to_str().expect("utf-8 path")];
+    );
+    let args = config.args();
     let weir = Weir::start(&args);
     let mut s = weir.connect();
     let rate = |k: &str, v: f64| (k.to_string(), v);
@@ -1677,7 +1694,6 @@ fn client_quotas_change_at_runtime_throttle_and_survive_a_restart() {
             (Some("x".into()), vec![rate("request_percentage", 50.0)]),
         ]
     );
-    let _ = std::fs::remove_file(&config);
 }
 
 /// One batch of one `size`-byte record stamped `timestamp`.
@@ -1689,9 +1705,8 @@ fn batch_at(size: usize, timestamp: i64) -> Bytes {
 
 #[test]
 fn retention_deletes_old_segments_by_size_and_by_time() {
-    let config = std::env::temp_dir().join(format!("weir-retention-{}.toml", std::process::id()));
-    std::fs::write(&config, "log_retention_check_interval_ms = 100\n").expect("config");
-    let weir = Weir::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let config = ConfigFile::new("retention", "log_retention_check_interval_ms = 100\n");
+    let weir = Weir::start(&config.args());
     let mut s = weir.connect();
     // Segments of about 3 batches (each batch ~370 bytes; a segment rolls past 1,000 bytes).
     let small = ("segment.bytes", "1000");
@@ -1787,7 +1802,6 @@ fn retention_deletes_old_segments_by_size_and_by_time() {
         counts[2] >= 9 && counts[0] + counts[1] < counts[2],
         "{counts:?}"
     );
-    let _ = std::fs::remove_file(config);
 }
 
 /// One Fetch of partition 0 from `offset`: (error code, first offset returned or -1).
@@ -1817,10 +1831,12 @@ fn fetch_at(stream: &mut TcpStream, topic: &str, offset: i64) -> (i16, i64) {
 #[test]
 fn a_client_over_its_request_time_share_is_throttled_and_others_are_not() {
     use kafka_protocol::messages::ProduceResponse;
-    let config = std::env::temp_dir().join(format!("weir-reqquota-{}.toml", std::process::id()));
     // 1 % of one thread: 10 ms of handling per second.
-    std::fs::write(&config, "[client_quotas.busy]\nrequest_percentage = 1.0\n").expect("config");
-    let weir = Weir::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let config = ConfigFile::new(
+        "reqquota",
+        "[client_quotas.busy]\nrequest_percentage = 1.0\n",
+    );
+    let weir = Weir::start(&config.args());
     let mut s = weir.connect();
     assert_eq!(
         describe_quotas(&mut s),
@@ -1879,5 +1895,4 @@ fn a_client_over_its_request_time_share_is_throttled_and_others_are_not() {
         !metrics.contains("client_id=\"free\""),
         "free was never throttled"
     );
-    let _ = std::fs::remove_file(config);
 }
