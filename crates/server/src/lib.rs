@@ -7,6 +7,7 @@
 //! ```
 
 mod admin;
+mod append;
 mod broker;
 pub mod config;
 mod configs;
