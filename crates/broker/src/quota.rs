@@ -111,9 +111,34 @@ impl Quotas {
     /// Records `bytes` of `kind` (microseconds for `Kind::Request`) for `client` at `now`;
     /// returns how long to throttle it.
     pub fn record(&mut self, client: &str, kind: Kind, bytes: u64, now: Instant) -> Duration {
-        let Some(rate) = self.rates(client).of(kind).filter(|&r| r > 0) else {
+        let Some((client, debt, rate)) = self.take(client, kind, bytes, now) else {
             return Duration::ZERO;
         };
+        let throttle = Duration::from_secs_f64(debt / rate as f64).min(THROTTLE_MAX);
+        let throttled = &mut self.throttled[kind as usize];
+        if let Some(total) = throttled.get_mut(client.as_str()) {
+            *total += throttle;
+        } else if throttled.len() <= CLIENTS_TRACKED_MAX {
+            throttled.insert(client, throttle);
+        }
+        throttle
+    }
+
+    /// Takes `bytes` of `kind` from `client`'s bucket without throttling now: the debt, if any,
+    /// is repaid through the throttle of its next `record`.
+    pub fn charge(&mut self, client: &str, kind: Kind, bytes: u64, now: Instant) {
+        let _ = self.take(client, kind, bytes, now);
+    }
+
+    /// Takes from the bucket; when it is in debt: (the bucket's client id, the debt, the rate).
+    fn take(
+        &mut self,
+        client: &str,
+        kind: Kind,
+        bytes: u64,
+        now: Instant,
+    ) -> Option<(String, f64, u64)> {
+        let rate = self.rates(client).of(kind).filter(|&r| r > 0)?;
         let buckets = &mut self.buckets[kind as usize];
         let full = Bucket {
             rate,
@@ -137,18 +162,7 @@ impl Quotas {
         let bucket = buckets.get_mut(client).expect("inserted above");
         bucket.refill(now);
         bucket.tokens -= bytes as f64;
-        if bucket.tokens >= 0.0 {
-            return Duration::ZERO;
-        }
-        let throttle =
-            Duration::from_secs_f64(-bucket.tokens / bucket.rate as f64).min(THROTTLE_MAX);
-        let throttled = &mut self.throttled[kind as usize];
-        if let Some(total) = throttled.get_mut(client) {
-            *total += throttle;
-        } else if throttled.len() <= CLIENTS_TRACKED_MAX {
-            throttled.insert(client.to_string(), throttle);
-        }
-        throttle
+        (bucket.tokens < 0.0).then(|| (client.to_string(), -bucket.tokens, bucket.rate))
     }
 
     /// Total throttle handed out per (client id, kind), for metrics ("" is the shared bucket of

@@ -52,14 +52,20 @@ thread_local! {
         std::cell::RefCell::new(BufferPool::default());
 }
 
-/// A buffer for a request of `size` bytes: `frame` if it is big enough, else one from the pool.
+/// A buffer for a request of `size` bytes: `frame` if it is big enough; for a request larger
+/// than a connection keeps, the smallest pooled buffer that holds it.
 fn buffer_for(frame: &mut Vec<u8>, size: usize) {
-    if frame.capacity() >= size {
+    if frame.capacity() >= size || size <= READ_BUFFER_KEEP_BYTES {
         return;
     }
     let pooled = READ_BUFFERS.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let at = pool.buffers.iter().position(|b| b.capacity() >= size)?;
+        let (at, _) = pool
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= size)
+            .min_by_key(|(_, b)| b.capacity())?;
         let buffer = pool.buffers.swap_remove(at);
         pool.bytes -= buffer.capacity();
         Some(buffer)
@@ -133,9 +139,9 @@ pub(crate) async fn serve(
             Some(permit) => permit,
             None => {
                 metrics.budget_waits.fetch_add(1, Ordering::Relaxed);
-                metrics.budget_waiting.fetch_add(1, Ordering::Relaxed);
+                let waiting = Paused::enter(&metrics.budget_waiting);
                 let permit = broker.request_budget.reserve(size).await;
-                metrics.budget_waiting.fetch_sub(1, Ordering::Relaxed);
+                drop(waiting);
                 // The client is not to blame for the wait: its deadline for the body starts
                 // afresh once the bytes are reserved.
                 deadline = tokio::time::Instant::now() + config.request_complete_timeout;

@@ -46,7 +46,6 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Time beyond `shutdown_grace_ms` shutdown waits for a shard to report its connections done.
 /// Threads of a shard's blocking pool: appends (one run per partition at a time), reads that
 /// found their partition busy, log opens, retention passes. More work waits in the pool's queue.
 const BLOCKING_THREADS_PER_SHARD: usize = 64;
@@ -58,12 +57,15 @@ const BLOCKING_THREADS_NICE: libc::c_int = 5;
 /// Runs on every blocking-pool thread as it starts: lowers its priority.
 fn below_the_reactors() {
     // SAFETY: setpriority only reads its arguments; on Linux, PRIO_PROCESS with 0 names the
-    // calling thread (nice is per thread). A failure leaves the priority as it was.
+    // calling thread (nice is per thread; elsewhere it would name the whole process, so it is
+    // Linux only). A failure leaves the priority as it was.
+    #[cfg(target_os = "linux")]
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, BLOCKING_THREADS_NICE);
     }
 }
 
+/// Time beyond `shutdown_grace_ms` shutdown waits for a shard to report its connections done.
 const SHUTDOWN_REPORT_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Server {

@@ -99,22 +99,29 @@ impl RequestBudget {
         }
     }
 
-    /// The permits a request of `size` bytes takes: its size, at most all a request may take.
-    fn permits(&self, size: usize) -> u32 {
-        let most = if size <= SMALL_REQUEST_BYTES {
-            size
-        } else {
-            size.min(self.total - self.total / 8)
-        };
-        u32::try_from(most.max(1)).unwrap_or(u32::MAX)
+    /// The main part's and the reserve's sizes.
+    fn parts(&self) -> (usize, usize) {
+        (self.total - self.total / 8, self.total / 8)
+    }
+
+    /// The permits a request of `size` bytes takes from a part of `part` bytes: its size, at
+    /// most the whole part.
+    fn permits(size: usize, part: usize) -> u32 {
+        u32::try_from(size.min(part).max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a request of `size` may use the reserve: a small one that fits in it whole.
+    fn uses_reserve(&self, size: usize) -> bool {
+        size <= SMALL_REQUEST_BYTES && size.max(1) <= self.parts().1
     }
 
     /// Takes a request's bytes now, if they are free.
     pub fn try_reserve(&self, size: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let n = self.permits(size);
-        self.any.try_acquire_many(n).ok().or_else(|| {
-            (size <= SMALL_REQUEST_BYTES)
-                .then(|| self.small.try_acquire_many(n).ok())
+        let (main, _) = self.parts();
+        let any = self.any.try_acquire_many(Self::permits(size, main)).ok();
+        any.or_else(|| {
+            self.uses_reserve(size)
+                .then(|| self.small.try_acquire_many(Self::permits(size, size)).ok())
                 .flatten()
         })
     }
@@ -122,13 +129,14 @@ impl RequestBudget {
     /// Waits for a request's bytes: a large request in line for the main part, a small one
     /// for whichever part frees them first.
     pub async fn reserve(&self, size: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let n = self.permits(size);
-        if size > SMALL_REQUEST_BYTES {
+        let (main, _) = self.parts();
+        let n = Self::permits(size, main);
+        if !self.uses_reserve(size) {
             return self.any.acquire_many(n).await.ok();
         }
         tokio::select! {
             permit = self.any.acquire_many(n) => permit.ok(),
-            permit = self.small.acquire_many(n) => permit.ok(),
+            permit = self.small.acquire_many(Self::permits(size, size)) => permit.ok(),
         }
     }
 

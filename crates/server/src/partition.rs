@@ -130,6 +130,8 @@ pub(crate) struct Partitions {
     /// Until then every append goes to the blocking pool: an append on the reactor was slow
     /// (the disk is pushing back).
     offload_until: Option<std::time::Instant>,
+    /// The retention pass under way on the blocking pool, if any.
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Partitions {
@@ -138,6 +140,7 @@ impl Partitions {
             broker,
             open: HashMap::new(),
             offload_until: None,
+            retention: None,
         }
     }
 
@@ -337,29 +340,30 @@ impl Partitions {
                 });
             }
             ShardMsg::Reconfigure { topic, reply } => {
-                // The registry's settings, not the message's: two changes may arrive in either
-                // order, the registry holds the last one.
-                if let Some(topic) = self.live(&topic) {
-                    let states: Vec<Shared> = self
-                        .open
-                        .iter()
-                        .filter(|((id, _), _)| *id == topic.id)
-                        .map(|(_, p)| p.state.clone())
-                        .collect();
-                    // Applied between appends, off the reactor (an append may be writing).
-                    let applied = tokio::task::spawn_blocking(move || {
-                        for state in states {
+                let states: Vec<Shared> = self
+                    .open
+                    .iter()
+                    .filter(|((id, _), _)| *id == topic.id)
+                    .map(|(_, p)| p.state.clone())
+                    .collect();
+                // Applied between appends, off the reactor (an append may be writing). The
+                // registry's settings are read under each log's lock, not the message's: two
+                // changes may be applied in either order, the registry holds the last one.
+                let broker = self.broker.clone();
+                let applied = tokio::task::spawn_blocking(move || {
+                    for state in states {
+                        let mut state = lock(&state);
+                        let live = broker.topics.get(&topic.name).filter(|t| t.id == topic.id);
+                        if let Some(live) = live {
                             // The settings were validated before they were stored.
-                            let _ = lock(&state).log.set_config(topic.config.clone());
+                            let _ = state.log.set_config(live.config.clone());
                         }
-                    });
-                    tokio::task::spawn_local(async move {
-                        let _ = applied.await;
-                        let _ = reply.send(());
-                    });
-                } else {
+                    }
+                });
+                tokio::task::spawn_local(async move {
+                    let _ = applied.await;
                     let _ = reply.send(());
-                }
+                });
             }
             ShardMsg::Forget {
                 topic_id,
@@ -370,12 +374,13 @@ impl Partitions {
                     let _ = reply.send(());
                     return;
                 };
-                // Answered once the appender has finished what it was given and the log is
-                // dropped (its files are about to go).
-                drop(gone.appends);
+                // Answered once the appender has finished what it was given and nothing holds
+                // the log any more (its files are about to go).
+                let deadline = tokio::time::Instant::now() + CLOSE_WAIT_MAX;
                 tokio::task::spawn_local(async move {
-                    let _ = gone.appender.await;
-                    drop(gone.state);
+                    if let Some(state) = gone.release(deadline).await {
+                        drop(state);
+                    }
                     let _ = reply.send(());
                 });
             }
@@ -406,10 +411,18 @@ impl Partitions {
     /// Deletes the segments that each open log's `retention.ms` and `retention.bytes` let go
     /// (the files are unlinked by a flusher thread once the new log start is durable). Off the
     /// reactor: an append may hold a log.
-    pub fn enforce_retention(&self) {
+    /// One pass at a time: a pass still running when the next is due makes that one skip.
+    pub fn enforce_retention(&mut self) {
+        if self
+            .retention
+            .as_ref()
+            .is_some_and(|pass| !pass.is_finished())
+        {
+            return;
+        }
         let states: Vec<Shared> = self.open.values().map(|p| p.state.clone()).collect();
         let broker = self.broker.clone();
-        drop(tokio::task::spawn_blocking(move || {
+        self.retention = Some(tokio::task::spawn_blocking(move || {
             let metrics = &broker.metrics;
             for state in states {
                 let gone = lock(&state).log.enforce_retention();
@@ -428,26 +441,12 @@ impl Partitions {
     /// Clean shutdown of every open log, once its appender has finished: producer snapshots
     /// and index tails written, checkpoints made.
     pub async fn close_all(&mut self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT_MAX;
         for (_, partition) in self.open.drain() {
-            drop(partition.appends);
-            let _ = partition.appender.await;
-            // A read or a retention pass on the blocking pool may still hold the log briefly.
-            let mut shared = partition.state;
-            let mut waited = Duration::ZERO;
-            let state = loop {
-                match Arc::try_unwrap(shared) {
-                    Ok(state) => break Some(state),
-                    Err(_) if waited >= CLOSE_WAIT_MAX => break None,
-                    Err(back) => shared = back,
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                waited += Duration::from_millis(1);
-            };
-            let Some(state) = state else {
+            let Some(mut state) = partition.release(deadline).await else {
                 eprintln!("weir: a partition log was still in use at shutdown: not closed cleanly");
                 continue;
             };
-            let mut state = state.into_inner().unwrap_or_else(|e| e.into_inner());
             let dir = state.log.dir().to_path_buf();
             let end = state.log.log_end_offset();
             state.producers.forget_below(state.log.log_start_offset());
@@ -464,6 +463,25 @@ impl Partitions {
                 }
                 Err(e) => eprintln!("weir: closing {}: {e}", dir.display()),
             }
+        }
+    }
+}
+
+impl Partition {
+    /// Stops the appender once it has finished what it was given, and waits until nothing
+    /// else (a read or a retention pass on the blocking pool) holds the partition: its state,
+    /// or `None` if it was still held at `deadline`.
+    async fn release(self, deadline: tokio::time::Instant) -> Option<PartitionState> {
+        drop(self.appends);
+        let _ = self.appender.await;
+        let mut shared = self.state;
+        loop {
+            match Arc::try_unwrap(shared) {
+                Ok(state) => return Some(state.into_inner().unwrap_or_else(|e| e.into_inner())),
+                Err(_) if tokio::time::Instant::now() >= deadline => return None,
+                Err(back) => shared = back,
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -672,10 +690,14 @@ pub(crate) async fn run_mailbox(
         }
     };
     let every = broker.config.log_retention_check_interval;
-    let mut retention = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retention_due = tokio::time::Instant::now() + every;
     let mut partitions = Partitions::new(broker);
     loop {
+        // Checked on every turn: a mailbox that is never empty must not hold retention off.
+        if tokio::time::Instant::now() >= retention_due {
+            partitions.enforce_retention();
+            retention_due = tokio::time::Instant::now() + every;
+        }
         let deadline = coordinators.as_mut().map(Coordinators::next_deadline);
         tokio::select! {
             // Queued requests first: a heartbeat waiting in the mailbox must be seen before
@@ -695,7 +717,7 @@ pub(crate) async fn run_mailbox(
                     c.tick();
                 }
             }
-            _ = retention.tick() => partitions.enforce_retention(),
+            _ = tokio::time::sleep_until(retention_due) => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }

@@ -41,11 +41,17 @@ pub(crate) fn charge(
     };
     let client = client_id.unwrap_or("");
     let now = Instant::now();
-    let mut quotas = broker.quotas.lock().unwrap_or_else(|e| e.into_inner());
-    let by_bytes = bytes.map_or(Duration::ZERO, |(kind, bytes)| {
-        quotas.record(client, kind, bytes as u64, now)
-    });
     let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+    let mut quotas = broker.quotas.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((kind, bytes)) = bytes else {
+        // Only Produce and Fetch answers carry throttle_time_ms here: other requests' time is
+        // charged, and the throttle it earns falls on the client's next Produce or Fetch,
+        // which tells it. Muting a client on a Heartbeat it is not told about could cost it
+        // its group session.
+        quotas.charge(client, Kind::Request, micros, now);
+        return Duration::ZERO;
+    };
+    let by_bytes = quotas.record(client, kind, bytes as u64, now);
     let by_time = quotas.record(client, Kind::Request, micros, now);
     drop(quotas);
     let throttle = by_bytes.max(by_time);
@@ -129,12 +135,22 @@ pub(crate) fn load(data_dir: &Path) -> std::io::Result<QuotaSettings> {
 fn store(data_dir: &Path, layer: &QuotaSettings) -> std::io::Result<()> {
     use std::io::Write;
     let rate = |r: Option<u64>| r.map_or_else(|| "-".to_string(), |r| r.to_string());
+    // Without request quotas the lines keep the 4 fields older versions read.
+    let with_time = layer.default.request_time_rate.is_some()
+        || layer
+            .clients
+            .values()
+            .any(|r| r.request_time_rate.is_some());
     let line = |kind: &str, name: &str, r: &Rates| {
+        let time = if with_time {
+            format!(" {}", rate(r.request_time_rate))
+        } else {
+            String::new()
+        };
         format!(
-            "{kind} {name} {} {} {}\n",
+            "{kind} {name} {} {}{time}\n",
             rate(r.producer_byte_rate),
             rate(r.consumer_byte_rate),
-            rate(r.request_time_rate)
         )
     };
     let mut text = line("default", "-", &layer.default);
@@ -366,5 +382,34 @@ pub(crate) struct Layers {
 impl Layers {
     pub fn effective(&self) -> QuotaSettings {
         effective(&self.file, &self.runtime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_file_keeps_four_fields_until_a_request_quota_is_set() {
+        let dir = std::env::temp_dir().join(format!("weir-quota-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut layer = QuotaSettings::default();
+        layer.clients.insert(
+            "etl".into(),
+            Rates {
+                producer_byte_rate: Some(1_000),
+                ..Rates::default()
+            },
+        );
+        store(&dir, &layer).expect("store");
+        let text = std::fs::read_to_string(store_path(&dir)).expect("read");
+        assert_eq!(text, "default - - -\nclient 65746c 1000 -\n", "as older versions wrote");
+        assert_eq!(load(&dir).expect("load"), layer);
+        layer.default.request_time_rate = Some(5_000);
+        store(&dir, &layer).expect("store");
+        let text = std::fs::read_to_string(store_path(&dir)).expect("read");
+        assert_eq!(text, "default - - - 5000\nclient 65746c 1000 - -\n");
+        assert_eq!(load(&dir).expect("load"), layer);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
