@@ -403,7 +403,10 @@ mod tests {
         );
         store(&dir, &layer).expect("store");
         let text = std::fs::read_to_string(store_path(&dir)).expect("read");
-        assert_eq!(text, "default - - -\nclient 65746c 1000 -\n", "as older versions wrote");
+        assert_eq!(
+            text, "default - - -\nclient 65746c 1000 -\n",
+            "as older versions wrote"
+        );
         assert_eq!(load(&dir).expect("load"), layer);
         layer.default.request_time_rate = Some(5_000);
         store(&dir, &layer).expect("store");
