@@ -130,14 +130,21 @@ pub(crate) struct Partitions {
     /// Until then every append goes to the blocking pool: an append on the reactor was slow
     /// (the disk is pushing back).
     offload_until: Option<std::time::Instant>,
-    /// The retention pass under way on the blocking pool, if any.
-    retention: Option<tokio::task::JoinHandle<()>>,
+    /// The shard these partitions belong to.
+    shard: usize,
+    /// The retention pass under way on the blocking pool, if any; it answers with the
+    /// partitions of this shard that are not open and have sealed segments retention may take.
+    retention: Option<tokio::task::JoinHandle<Vec<TopicPartition>>>,
 }
 
+/// A partition named by its topic and index.
+type TopicPartition = (Arc<Topic>, i32);
+
 impl Partitions {
-    pub fn new(broker: Arc<Broker>) -> Partitions {
+    pub fn new(broker: Arc<Broker>, shard: usize) -> Partitions {
         Partitions {
             broker,
+            shard,
             open: HashMap::new(),
             offload_until: None,
             retention: None,
@@ -412,6 +419,9 @@ impl Partitions {
     /// (the files are unlinked by a flusher thread once the new log start is durable). Off the
     /// reactor: an append may hold a log.
     /// One pass at a time: a pass still running when the next is due makes that one skip.
+    /// The pass also lists this shard's partitions that are not open (not used since the start)
+    /// and hold more than one segment: `open_for_retention` opens them, so the next pass
+    /// covers them too, as Kafka keeps every log open.
     pub fn enforce_retention(&mut self) {
         if self
             .retention
@@ -421,6 +431,16 @@ impl Partitions {
             return;
         }
         let states: Vec<Shared> = self.open.values().map(|p| p.state.clone()).collect();
+        let shards = self.broker.mailboxes.len();
+        let unopened: Vec<TopicPartition> = self
+            .broker
+            .topics
+            .snapshot()
+            .values()
+            .flat_map(|t| (0..t.partitions).map(move |p| (t.clone(), p)))
+            .filter(|(t, p)| weir_broker::owner(&t.name, *p, shards) == self.shard)
+            .filter(|(t, p)| !self.open.contains_key(&(t.id, *p)))
+            .collect();
         let broker = self.broker.clone();
         self.retention = Some(tokio::task::spawn_blocking(move || {
             let metrics = &broker.metrics;
@@ -435,7 +455,37 @@ impl Partitions {
                         .fetch_add(gone.bytes_deleted, Ordering::Relaxed);
                 }
             }
+            let segments = |dir: &std::path::Path| {
+                std::fs::read_dir(dir).map_or(0, |entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                        .count()
+                })
+            };
+            unopened
+                .into_iter()
+                .filter(|(t, p)| segments(&broker.topics.partition_dir(t, *p)) > 1)
+                .collect()
         }));
+    }
+
+    /// Opens the partitions the last retention pass found unopened with sealed segments (once
+    /// it has finished), so that retention reaches them from the next pass on.
+    pub async fn open_for_retention(&mut self) {
+        let Some(pass) = self.retention.take_if(|pass| pass.is_finished()) else {
+            return;
+        };
+        for (topic, partition) in pass.await.unwrap_or_default() {
+            if let Some(topic) = self.live(&topic) {
+                if let Err(e) = self.get(&topic, partition).await {
+                    eprintln!(
+                        "weir: opening {}/{partition} for retention: {e}",
+                        topic.name
+                    );
+                }
+            }
+        }
     }
 
     /// Clean shutdown of every open log, once its appender has finished: producer snapshots
@@ -691,13 +741,14 @@ pub(crate) async fn run_mailbox(
     };
     let every = broker.config.log_retention_check_interval;
     let mut retention_due = tokio::time::Instant::now() + every;
-    let mut partitions = Partitions::new(broker);
+    let mut partitions = Partitions::new(broker, shard);
     loop {
         // Checked on every turn: a mailbox that is never empty must not hold retention off.
         if tokio::time::Instant::now() >= retention_due {
             partitions.enforce_retention();
             retention_due = tokio::time::Instant::now() + every;
         }
+        partitions.open_for_retention().await;
         let deadline = coordinators.as_mut().map(Coordinators::next_deadline);
         tokio::select! {
             // Queued requests first: a heartbeat waiting in the mailbox must be seen before

@@ -1896,3 +1896,59 @@ fn a_client_over_its_request_time_share_is_throttled_and_others_are_not() {
         "free was never throttled"
     );
 }
+
+#[test]
+fn retention_reaches_partitions_not_used_since_a_restart() {
+    // First run: retention never comes round; two hours' old batches fill several segments.
+    let never = ConfigFile::new(
+        "retention-never",
+        "log_retention_check_interval_ms = 3600000\n",
+    );
+    let weir = Weir::start(&never.args());
+    let mut s = weir.connect();
+    let configs = [("segment.bytes", "1000"), ("retention.ms", "3600000")];
+    assert_eq!(
+        create_topic(&mut s, 5, "idle", 1, 1, &configs, false).error_code,
+        0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    for i in 0..20 {
+        let at = if i < 15 { now - 2 * 3_600_000 } else { now };
+        let r = produce(&mut s, "idle", 0, batch_at(300, at), 1);
+        assert_eq!((r.error_code, r.base_offset), (0, i));
+    }
+    let (status, _, dir) = weir.terminate_keep();
+    assert!(status.success());
+    let partition_dir = std::fs::read_dir(dir.0.join("partitions"))
+        .expect("partitions")
+        .filter_map(Result::ok)
+        .map(|t| t.path().join("0"))
+        .find(|p| p.exists())
+        .expect("the topic's partition directory");
+    let logs = || {
+        std::fs::read_dir(&partition_dir)
+            .expect("partition dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .count()
+    };
+    let before = logs();
+    assert!(before >= 6, "{before} segments");
+    // Second run: nobody touches the partition, and retention still reaches it.
+    let often = ConfigFile::new("retention-often", "log_retention_check_interval_ms = 100\n");
+    let weir = Weir::start_in(dir, &often.args());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while logs() >= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = logs();
+    assert!(after < before, "still {after} segments");
+    let mut s = weir.connect();
+    let (code, _, start) = list_offset(&mut s, "idle", -2);
+    assert_eq!(code, 0);
+    assert!((10..=15).contains(&start), "starts at {start}");
+    assert_eq!(list_offset(&mut s, "idle", -1).2, 20);
+}
