@@ -363,6 +363,12 @@ impl Log {
         })
     }
 
+    /// Whether appending `bytes` now would start a new segment (creating its files). An
+    /// estimate for callers choosing where to append: it leaves out the offset-span rule.
+    pub fn append_would_roll(&self, bytes: usize) -> bool {
+        self.should_roll(bytes as u64, 0, self.clock.now_ms())
+    }
+
     fn should_roll(&self, bytes: u64, span: i64, now: i64) -> bool {
         let active = self.active();
         if active.is_empty() {

@@ -109,3 +109,23 @@ fn a_recovery_point_past_the_file_end_is_replaced() {
     let (log, _flusher) = open(dir.path(), config);
     assert_eq!(log.recovery_report().bytes_scanned, size);
 }
+
+#[test]
+fn append_would_roll_says_when_the_next_append_starts_a_segment() {
+    let dir = TempDir::new("would-roll");
+    let config = LogConfig {
+        segment_bytes: 4 << 10,
+        ..LogConfig::default()
+    };
+    let mut rng = Rng::new(7);
+    let (mut log, _flusher) = open(dir.path(), config);
+    // An empty active segment never rolls, whatever comes.
+    assert!(!log.append_would_roll(100 << 10));
+    while log.segment_count() == 1 {
+        let mut batch = common::batch(&mut rng, 3, 200, common::now_ms(), -1, 0);
+        let predicted = log.append_would_roll(batch.len());
+        log.append(&mut batch).expect("append");
+        // It predicted the roll exactly: no roll before the one it announced.
+        assert_eq!(predicted, log.segment_count() == 2);
+    }
+}

@@ -250,8 +250,14 @@ impl Partitions {
                     .get_mut(&(topic.id, partition))
                     .expect("opened above");
                 if inline {
-                    // The appender is idle, so nothing queued for this partition is overtaken.
-                    if let Ok(mut state) = p.state.try_lock() {
+                    // The appender is idle, so nothing queued for this partition is overtaken. A
+                    // roll creates files: that append goes to the pool.
+                    let lock = p
+                        .state
+                        .try_lock()
+                        .ok()
+                        .filter(|state| !state.log.append_would_roll(records.len()));
+                    if let Some(mut state) = lock {
                         let started = std::time::Instant::now();
                         let produced = produce(&mut state, &p.end, records, wait_durable);
                         drop(state);
