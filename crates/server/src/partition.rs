@@ -429,11 +429,8 @@ impl Partitions {
     /// and hold more than one segment: `open_for_retention` opens them, so the next pass
     /// covers them too, as Kafka keeps every log open.
     pub fn enforce_retention(&mut self) {
-        if self
-            .retention
-            .as_ref()
-            .is_some_and(|pass| !pass.is_finished())
-        {
+        // A pass still running, or finished with findings `open_for_retention` has not taken.
+        if self.retention.is_some() {
             return;
         }
         let states: Vec<Shared> = self.open.values().map(|p| p.state.clone()).collect();
@@ -749,12 +746,13 @@ pub(crate) async fn run_mailbox(
     let mut retention_due = tokio::time::Instant::now() + every;
     let mut partitions = Partitions::new(broker, shard);
     loop {
-        // Checked on every turn: a mailbox that is never empty must not hold retention off.
+        // The last pass's findings first (a new pass would replace them), then the next pass
+        // if it is due: checked on every turn, so a busy mailbox cannot hold retention off.
+        partitions.open_for_retention().await;
         if tokio::time::Instant::now() >= retention_due {
             partitions.enforce_retention();
             retention_due = tokio::time::Instant::now() + every;
         }
-        partitions.open_for_retention().await;
         let deadline = coordinators.as_mut().map(Coordinators::next_deadline);
         tokio::select! {
             // Queued requests first: a heartbeat waiting in the mailbox must be seen before
