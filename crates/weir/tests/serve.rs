@@ -1737,7 +1737,8 @@ fn retention_deletes_old_segments_by_size_and_by_time() {
     let (size_start, time_start) = loop {
         let size = list_offset(&mut s, "by-size", -2);
         let time = list_offset(&mut s, "by-time", -2);
-        if (size.2 > 0 && time.2 > 0) || Instant::now() > deadline {
+        // Passes run while the batches arrive: wait for one after the last of them.
+        if (size.2 >= 21 && time.2 >= 15) || Instant::now() > deadline {
             break (size.2, time.2);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -1791,17 +1792,23 @@ fn retention_deletes_old_segments_by_size_and_by_time() {
             })
             .unwrap_or(0)
     };
-    let mut counts: Vec<usize> = std::fs::read_dir(weir._dir.0.join("partitions"))
-        .expect("partitions dir")
-        .filter_map(Result::ok)
-        .map(|topic| logs(&topic.path().join("0")))
-        .collect();
-    counts.sort();
-    assert_eq!(counts.len(), 3, "{counts:?}");
-    assert!(
-        counts[2] >= 9 && counts[0] + counts[1] < counts[2],
-        "{counts:?}"
-    );
+    let counts = || {
+        let mut counts: Vec<usize> = std::fs::read_dir(weir._dir.0.join("partitions"))
+            .expect("partitions dir")
+            .filter_map(Result::ok)
+            .map(|topic| logs(&topic.path().join("0")))
+            .collect();
+        counts.sort();
+        counts
+    };
+    // The files go once the new log start is durable, a moment after it moved.
+    let gone = |c: &[usize]| c.len() == 3 && c[2] >= 9 && c[0] + c[1] < c[2];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(&counts()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let counts = counts();
+    assert!(gone(&counts), "{counts:?}");
 }
 
 /// One Fetch of partition 0 from `offset`: (error code, first offset returned or -1).
