@@ -36,6 +36,13 @@ pub struct Rates {
 /// Microseconds per second of request time that 1 % of `request_percentage` stands for.
 pub const MICROS_PER_PERCENT: f64 = 10_000.0;
 
+/// Kafka's `request_percentage` (of one thread; may exceed 100) as microseconds per second;
+/// `None` unless it comes to at least one.
+pub fn request_time_rate(percentage: f64) -> Option<u64> {
+    let micros = percentage * MICROS_PER_PERCENT;
+    (micros.is_finite() && micros >= 1.0 && micros <= u64::MAX as f64).then_some(micros as u64)
+}
+
 impl Rates {
     fn of(&self, kind: Kind) -> Option<u64> {
         match kind {
@@ -116,10 +123,10 @@ impl Quotas {
         };
         let throttle = Duration::from_secs_f64(debt / rate as f64).min(THROTTLE_MAX);
         let throttled = &mut self.throttled[kind as usize];
-        if let Some(total) = throttled.get_mut(client.as_str()) {
+        if let Some(total) = throttled.get_mut(client) {
             *total += throttle;
         } else if throttled.len() <= CLIENTS_TRACKED_MAX {
-            throttled.insert(client, throttle);
+            throttled.insert(client.to_string(), throttle);
         }
         throttle
     }
@@ -131,13 +138,14 @@ impl Quotas {
     }
 
     /// Takes from the bucket; when it is in debt: (the bucket's client id, the debt, the rate).
-    fn take(
+    /// The id is `client`, or "" for the shared bucket: nothing is allocated for a known client.
+    fn take<'a>(
         &mut self,
-        client: &str,
+        client: &'a str,
         kind: Kind,
         bytes: u64,
         now: Instant,
-    ) -> Option<(String, f64, u64)> {
+    ) -> Option<(&'a str, f64, u64)> {
         let rate = self.rates(client).of(kind).filter(|&r| r > 0)?;
         let buckets = &mut self.buckets[kind as usize];
         let full = Bucket {
@@ -162,7 +170,7 @@ impl Quotas {
         let bucket = buckets.get_mut(client).expect("inserted above");
         bucket.refill(now);
         bucket.tokens -= bytes as f64;
-        (bucket.tokens < 0.0).then(|| (client.to_string(), -bucket.tokens, bucket.rate))
+        (bucket.tokens < 0.0).then_some((client, -bucket.tokens, bucket.rate))
     }
 
     /// Total throttle handed out per (client id, kind), for metrics ("" is the shared bucket of

@@ -66,7 +66,7 @@ pub struct ServerConfig {
     pub groups: GroupSettings,
 }
 
-pub use weir_broker::quota::{Rates as QuotaRates, MICROS_PER_PERCENT};
+pub use weir_broker::quota::{request_time_rate, Rates as QuotaRates};
 
 /// Quota rates as configured: the default and per client id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -75,7 +75,7 @@ pub(crate) fn charge(
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use weir_broker::quota::{Rates, MICROS_PER_PERCENT};
+use weir_broker::quota::{request_time_rate, Rates, MICROS_PER_PERCENT};
 use weir_kafka::client_quotas::{self, AlterClientQuotasRequest, DescribeClientQuotasRequest};
 use weir_kafka::error_code;
 
@@ -287,20 +287,26 @@ fn change(
     };
     for (key, value, remove) in ops {
         let v = value.0;
-        let rate = |v: f64, unit: &str| {
+        let byte_rate = || {
             if *remove {
                 Ok(None)
             } else if v.is_finite() && v >= 1.0 && v <= u64::MAX as f64 {
                 Ok(Some(v as u64))
             } else {
-                Err(format!("{key} must be at least {unit}, got {}", value.0))
+                Err(format!(
+                    "{key} must be a rate of at least 1 byte/s, got {v}"
+                ))
             }
         };
         match key.as_str() {
-            PRODUCER_BYTE_RATE => rates.producer_byte_rate = rate(v, "1 byte/s")?,
-            CONSUMER_BYTE_RATE => rates.consumer_byte_rate = rate(v, "1 byte/s")?,
+            PRODUCER_BYTE_RATE => rates.producer_byte_rate = byte_rate()?,
+            CONSUMER_BYTE_RATE => rates.consumer_byte_rate = byte_rate()?,
+            REQUEST_PERCENTAGE if *remove => rates.request_time_rate = None,
             REQUEST_PERCENTAGE => {
-                rates.request_time_rate = rate(v * MICROS_PER_PERCENT, "0.0001 (%)")?
+                rates.request_time_rate = Some(
+                    request_time_rate(v)
+                        .ok_or_else(|| format!("{key} must be at least 0.0001 (%), got {v}"))?,
+                )
             }
             other => {
                 return Err(format!(

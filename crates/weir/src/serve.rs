@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use weir_server::config::request_time_rate;
 use weir_server::{Server, ServerConfig};
 
 pub const USAGE: &str =
@@ -51,12 +52,6 @@ struct ClientQuota {
     producer_byte_rate: Option<u64>,
     consumer_byte_rate: Option<u64>,
     request_percentage: Option<f64>,
-}
-
-/// Kafka's `request_percentage` (of one thread; may exceed 100) as microseconds per second.
-fn request_time_rate(percentage: f64) -> Option<u64> {
-    let micros = percentage * weir_server::config::MICROS_PER_PERCENT;
-    (micros.is_finite() && micros >= 1.0 && micros <= u64::MAX as f64).then_some(micros as u64)
 }
 
 /// One setting from one source, applied in precedence order.
