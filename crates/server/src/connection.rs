@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use weir_kafka::fetch::{FetchRequest, FetchedPartition};
@@ -216,14 +216,26 @@ async fn write_response(stream: &mut TcpStream, bytes: &[u8], broker: &Broker) -
     let mut paused = None;
     let mut at = 0;
     while at < bytes.len() {
-        let write = stream.write(&bytes[at..]);
-        tokio::pin!(write);
-        let written = tokio::select! {
-            written = &mut write => written,
+        // Straight into the socket while it has room: no timer for the common case.
+        match stream.try_write(&bytes[at..]) {
+            Ok(0) => return false,
+            Ok(n) => {
+                at += n;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+        // The socket is full: wait for room, counting the connection paused after a while.
+        let writable = stream.writable();
+        tokio::pin!(writable);
+        let ready = tokio::select! {
+            ready = &mut writable => ready,
             () = tokio::time::sleep(SLOW_READER_AFTER.min(idle)) => {
                 paused.get_or_insert_with(|| Paused::enter(&broker.metrics.paused_slow_reader));
-                match tokio::time::timeout(idle.saturating_sub(SLOW_READER_AFTER), write).await {
-                    Ok(written) => written,
+                let rest = idle.saturating_sub(SLOW_READER_AFTER);
+                match tokio::time::timeout(rest, writable).await {
+                    Ok(ready) => ready,
                     Err(_) => {
                         let stalled = &broker.metrics.closed_response_stalled;
                         stalled.fetch_add(1, Ordering::Relaxed);
@@ -232,9 +244,8 @@ async fn write_response(stream: &mut TcpStream, bytes: &[u8], broker: &Broker) -
                 }
             }
         };
-        match written {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => at += n,
+        if ready.is_err() {
+            return false;
         }
     }
     true
