@@ -2,6 +2,7 @@
 //! writer, cheap snapshots for every reader) and which shard owns which partition.
 
 pub mod group;
+pub mod partitioner;
 pub mod producer;
 pub mod quota;
 pub mod topics;

@@ -348,3 +348,48 @@ pub fn leave_response(
                 .collect(),
         )
 }
+
+/// The topic partitions in a consumer-protocol assignment (what a "consumer" group's leader
+/// hands each member in SyncGroup): `version i16, [topic string, [partition i32]], user_data`.
+/// The bytes come from a client: `None` if they do not read as one.
+pub fn consumer_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut reader = Reader::new(bytes);
+    reader.i16("version").ok()?;
+    let topics = reader.array_len("topics").ok()?.unwrap_or(0);
+    let mut out = Vec::new();
+    for _ in 0..topics {
+        let topic = reader.string("topic").ok()?.to_string();
+        let count = reader.array_len("partitions").ok()?.unwrap_or(0);
+        let mut partitions = Vec::new();
+        for _ in 0..count {
+            partitions.push(reader.i32("partition").ok()?);
+        }
+        out.push((topic, partitions));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod assignment_tests {
+    #[test]
+    fn a_consumer_assignment_reads_and_garbage_does_not() {
+        let mut bytes = vec![0, 1, 0, 0, 0, 1, 0, 6];
+        bytes.extend(b"orders");
+        bytes.extend([0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            super::consumer_assignment(&bytes),
+            Some(vec![("orders".to_string(), vec![0, 3])])
+        );
+        assert_eq!(super::consumer_assignment(&[]), Some(vec![]));
+        for cut in 1..bytes.len() - 4 {
+            assert_eq!(super::consumer_assignment(&bytes[..cut]), None, "cut {cut}");
+        }
+        assert_eq!(
+            super::consumer_assignment(&[0, 1, 0x7f, 0xff, 0xff, 0xff]),
+            None
+        );
+    }
+}

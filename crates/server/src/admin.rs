@@ -158,41 +158,43 @@ pub(crate) async fn delete_topics(
                 }
             },
         };
-        let b = broker.clone();
-        let deleting = name.clone();
-        let deleted = tokio::task::spawn_blocking(move || b.topics.delete(&deleting)).await;
-        let (topic, trash) = match deleted {
-            Ok(Ok(deleted)) => deleted,
-            Ok(Err(e)) => {
-                results.push((name, [0; 16], code_of(&e)));
-                continue;
-            }
-            Err(_) => {
-                results.push((name, [0; 16], error_code::UNKNOWN_SERVER_ERROR));
-                continue;
-            }
-        };
-        // Every owner lets go of its logs before the files go.
-        for partition in 0..topic.partitions {
-            let (reply, done) = oneshot::channel();
-            let msg = ShardMsg::Forget {
-                topic_id: topic.id,
-                partition,
-                reply,
-            };
-            if broker
-                .mailbox(&topic.name, partition)
-                .send(msg)
-                .await
-                .is_ok()
-            {
-                let _ = done.await;
-            }
+        match delete_topic(broker, &name).await {
+            Ok(id) => results.push((name, id, error_code::NONE)),
+            Err(code) => results.push((name, [0; 16], code)),
         }
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(trash)).await;
-        results.push((name, topic.id, error_code::NONE));
     }
     Response::DeleteTopics(admin::delete_topics_response(version, results))
+}
+
+/// Deletes a topic: its registry entry first, then every owner lets go of its logs, then the
+/// files go. Answers the deleted topic's id, or the Kafka error code.
+pub(crate) async fn delete_topic(broker: &Arc<Broker>, name: &str) -> Result<[u8; 16], i16> {
+    let b = broker.clone();
+    let deleting = name.to_string();
+    let (topic, trash) = match tokio::task::spawn_blocking(move || b.topics.delete(&deleting)).await
+    {
+        Ok(Ok(deleted)) => deleted,
+        Ok(Err(e)) => return Err(code_of(&e)),
+        Err(_) => return Err(error_code::UNKNOWN_SERVER_ERROR),
+    };
+    for partition in 0..topic.partitions {
+        let (reply, done) = oneshot::channel();
+        let msg = ShardMsg::Forget {
+            topic_id: topic.id,
+            partition,
+            reply,
+        };
+        if broker
+            .mailbox(&topic.name, partition)
+            .send(msg)
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(trash)).await;
+    Ok(topic.id)
 }
 
 pub(crate) async fn create_partitions(

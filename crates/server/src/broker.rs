@@ -34,6 +34,10 @@ pub(crate) struct Broker {
     pub request_budget: crate::limits::RequestBudget,
     /// Open Kafka connections, against `max_connections` and `max_connections_per_ip`.
     pub connections: Arc<crate::limits::Connections>,
+    /// Open HTTP connections, against `http_max_connections`.
+    pub http_connections: Arc<crate::limits::Connections>,
+    /// Where the unkeyed records of the next REST produce go (round robin over partitions).
+    pub http_round_robin: std::sync::atomic::AtomicUsize,
     pub topics: Topics,
     /// One bounded mailbox per shard, indexed by shard number.
     pub mailboxes: Vec<mpsc::Sender<ShardMsg>>,

@@ -15,6 +15,21 @@ pub struct ServerConfig {
     pub advertised_listener: Option<(String, u16)>,
     /// `http_listen`: address of the HTTP listener (`/health`, `/metrics`).
     pub http_listen: SocketAddr,
+    /// `http_max_connections`: open HTTP connections (REST and WebSocket) over all shards; one
+    /// more is closed as soon as it is accepted.
+    pub http_max_connections: usize,
+    /// `http_max_header_bytes`: largest HTTP request head (request line and headers); a
+    /// longer one is answered 431 and the connection closed.
+    pub http_max_header_bytes: usize,
+    /// `http_max_body_bytes`: largest HTTP request body; a larger one is answered 413 before
+    /// it is read.
+    pub http_max_body_bytes: usize,
+    /// `http_idle_timeout_ms`: an HTTP connection with no request for this long is closed; a
+    /// response the client does not take within it closes the connection too.
+    pub http_idle_timeout: Duration,
+    /// `http_decompressed_batch_max_bytes`: a compressed batch read for an HTTP or WebSocket
+    /// client may expand to at most this (the Kafka path never decompresses).
+    pub http_decompressed_batch_max_bytes: usize,
     /// `shards`: reactor threads, each with its own Kafka listener socket (SO_REUSEPORT).
     pub shards: usize,
     /// `socket_request_max_bytes` (Kafka's `socket.request.max.bytes`): largest request frame.
@@ -124,6 +139,12 @@ impl Default for ServerConfig {
             kafka_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_listener: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            http_max_connections: MAX_CONNECTIONS_DEFAULT,
+            http_max_header_bytes: 16 * 1024,
+            // A batch at the default max.message.bytes (1 MiB) as base64 in JSON, and more.
+            http_max_body_bytes: 4 * 1024 * 1024,
+            http_idle_timeout: Duration::from_secs(60),
+            http_decompressed_batch_max_bytes: 16 * 1024 * 1024,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             request_memory_budget_bytes: request_memory_budget_default(),

@@ -455,7 +455,7 @@ fn encoded(result: Result<bytes::Bytes, weir_kafka::EncodeError>) -> Option<Opti
 }
 
 /// Sends `msg` to its owner and waits for the answer; `None` if the shard is gone (shutdown).
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     broker: &Broker,
     topic: &str,
     partition: i32,

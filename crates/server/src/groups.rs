@@ -25,7 +25,7 @@ use crate::partition::ShardMsg;
 
 /// Sends `msg` to the shard coordinating `group` and waits for the answer; `None` when that
 /// shard is gone (shutdown).
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     broker: &Broker,
     group: &str,
     msg: impl FnOnce(oneshot::Sender<T>) -> GroupMsg,

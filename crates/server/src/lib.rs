@@ -13,8 +13,8 @@ pub mod config;
 mod configs;
 mod connection;
 mod coordinator;
+mod gateway;
 mod groups;
-mod http;
 mod limits;
 mod metrics;
 mod partition;
@@ -113,6 +113,11 @@ impl Server {
                 config.max_connections,
                 config.max_connections_per_ip,
             ),
+            http_connections: limits::Connections::new(
+                config.http_max_connections,
+                config.http_max_connections,
+            ),
+            http_round_robin: std::sync::atomic::AtomicUsize::new(0),
             topics,
             mailboxes,
             flusher,
@@ -139,6 +144,7 @@ impl Server {
             let closed = closed.clone();
             let broker = broker.clone();
             let bind_to = kafka_addr;
+            let http_bind = http_addr;
             let handle = std::thread::Builder::new()
                 .name(format!("weir-shard-{index}"))
                 .spawn(move || {
@@ -156,7 +162,7 @@ impl Server {
                     };
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&runtime, async move {
-                        let started = start_listeners(index, bind_to, &broker);
+                        let started = start_listeners(index, bind_to, http_bind, &broker);
                         let (listener, http) = match started {
                             Ok(bound) => bound,
                             Err(e) => {
@@ -166,7 +172,7 @@ impl Server {
                         };
                         let addrs = listener
                             .local_addr()
-                            .map(|kafka| (kafka, http.as_ref().and_then(|h| h.local_addr().ok())));
+                            .and_then(|kafka| Ok((kafka, http.local_addr()?)));
                         let _ = ready.send(addrs);
                         let mailbox = tokio::task::spawn_local(partition::run_mailbox(
                             index,
@@ -174,13 +180,11 @@ impl Server {
                             broker.clone(),
                             closed,
                         ));
-                        if let Some(http) = http {
-                            tokio::task::spawn_local(http::run(
-                                http,
-                                broker.clone(),
-                                stopped.clone(),
-                            ));
-                        }
+                        tokio::task::spawn_local(gateway::run(
+                            http,
+                            broker.clone(),
+                            stopped.clone(),
+                        ));
                         tokio::task::spawn_local(metrics::watch_stalls(
                             broker.clone(),
                             index,
@@ -198,7 +202,7 @@ impl Server {
                 .map_err(|_| std::io::Error::other("shard thread exited during start"))??;
             if index == 0 {
                 kafka_addr = addr;
-                http_addr = http.unwrap_or(http_addr);
+                http_addr = http;
             }
         }
         Ok(Server {
@@ -239,18 +243,19 @@ impl Server {
     }
 }
 
-/// Binds shard `index`'s Kafka listener; shard 0 also binds HTTP and records the advertised
-/// node (the Kafka port may have been 0).
+/// Binds shard `index`'s Kafka and HTTP listeners (every shard binds both, SO_REUSEPORT); shard
+/// 0 also records the advertised node (the Kafka port may have been 0).
 fn start_listeners(
     index: usize,
     kafka: SocketAddr,
+    http: SocketAddr,
     broker: &Broker,
-) -> std::io::Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>)> {
+) -> std::io::Result<(tokio::net::TcpListener, tokio::net::TcpListener)> {
     let listener = shard::bind(kafka)?;
+    let http = shard::bind(http)?;
     if index != 0 {
-        return Ok((listener, None));
+        return Ok((listener, http));
     }
-    let http = shard::bind(broker.config.http_listen)?;
     let bound = listener.local_addr()?;
     let (host, port) = match &broker.config.advertised_listener {
         Some((host, port)) => (host.clone(), *port),
@@ -261,5 +266,5 @@ fn start_listeners(
         host,
         port: i32::from(port),
     });
-    Ok((listener, Some(http)))
+    Ok((listener, http))
 }

@@ -84,6 +84,12 @@ pub struct Metrics {
     pub retention_bytes_deleted: AtomicU64,
     /// Request latency, by API key.
     pub api: Vec<Histogram>,
+    /// HTTP connections open, refused over `http_max_connections`, responses by status class
+    /// (1xx..5xx), and REST request latency.
+    pub http_connections_open: AtomicU64,
+    pub http_refused: AtomicU64,
+    pub http_responses: [AtomicU64; 5],
+    pub http_latency: Histogram,
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
     /// Reactor stalls, by shard.
     pub stalls: Vec<AtomicU64>,
@@ -109,6 +115,10 @@ impl Metrics {
             api: (0..API_KEYS_TRACKED)
                 .map(|_| Histogram::default())
                 .collect(),
+            http_connections_open: AtomicU64::new(0),
+            http_refused: AtomicU64::new(0),
+            http_responses: Default::default(),
+            http_latency: Histogram::default(),
             topics: Mutex::new(BTreeMap::new()),
             stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -118,6 +128,12 @@ impl Metrics {
         if let Some(h) = usize::try_from(api_key).ok().and_then(|k| self.api.get(k)) {
             h.observe(elapsed);
         }
+    }
+
+    /// Counts an HTTP response by its status class.
+    pub fn http_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.http_responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn topic(&self, name: &str) -> Arc<TopicCounters> {
@@ -193,6 +209,18 @@ pub fn render(broker: &Broker) -> String {
             m.connections_open.load(Ordering::Relaxed),
         ),
         (
+            "weir_http_connections_open",
+            "gauge",
+            "HTTP connections open (REST and WebSocket)",
+            m.http_connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_http_connections_refused_total",
+            "counter",
+            "HTTP connections closed as soon as accepted, over http_max_connections",
+            m.http_refused.load(Ordering::Relaxed),
+        ),
+        (
             "weir_request_budget_in_use_bytes",
             "gauge",
             "Request bytes held in memory (reserved against request_memory_budget_bytes)",
@@ -233,6 +261,30 @@ pub fn render(broker: &Broker) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
 
+    header(
+        &mut out,
+        "weir_http_responses_total",
+        "counter",
+        "HTTP responses, by status class",
+    );
+    for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
+        .iter()
+        .zip(&m.http_responses)
+    {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "weir_http_responses_total{{class=\"{class}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "weir_http_request_duration_seconds",
+        "histogram",
+        "Time from an HTTP request's arrival to its response",
+    );
+    m.http_latency.render(
+        &mut out,
+        "weir_http_request_duration_seconds",
+        "route=\"rest\"",
+    );
     by_reason(
         &mut out,
         "weir_connections_refused_total",

@@ -45,6 +45,12 @@ pub(crate) enum ShardMsg {
         timestamp: i64,
         reply: oneshot::Sender<ListOutcome>,
     },
+    /// A partition's offsets and size on disk (the HTTP gateway's topic description).
+    Describe {
+        topic: Arc<Topic>,
+        partition: i32,
+        reply: oneshot::Sender<Result<PartitionSummary, i16>>,
+    },
     /// DeleteRecords: raise the log start offset (-1: to the log end); answers (low
     /// watermark, error code) once the new start is durable.
     DeleteRecords {
@@ -89,6 +95,13 @@ pub(crate) struct FetchOutcome {
     pub end: Option<watch::Receiver<i64>>,
     /// Time the owner worked on it (charged to request-time quotas).
     pub spent: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartitionSummary {
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
 }
 
 pub(crate) struct ListOutcome {
@@ -398,6 +411,31 @@ impl Partitions {
                 });
             }
             ShardMsg::Group(msg) => msg.unavailable(),
+            ShardMsg::Describe {
+                topic,
+                partition,
+                reply,
+            } => {
+                let Some(topic) = self.live(&topic) else {
+                    let _ = reply.send(Err(unknown));
+                    return;
+                };
+                match self.get(&topic, partition).await {
+                    Err(e) => {
+                        let _ = reply.send(Err(error_code_of(&e)));
+                    }
+                    Ok(p) => {
+                        let read = |state: &PartitionState| {
+                            Ok(PartitionSummary {
+                                log_start_offset: state.log.log_start_offset(),
+                                log_end_offset: state.log.log_end_offset(),
+                                size_bytes: state.log.size_bytes(),
+                            })
+                        };
+                        off_reactor_if_busy(&p.state, read, reply);
+                    }
+                }
+            }
             ShardMsg::ListOffsets {
                 topic,
                 partition,

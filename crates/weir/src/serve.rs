@@ -24,6 +24,11 @@ struct FileConfig {
     kafka_listen: Option<String>,
     advertised_listener: Option<String>,
     http_listen: Option<String>,
+    http_max_connections: Option<usize>,
+    http_max_header_bytes: Option<usize>,
+    http_max_body_bytes: Option<usize>,
+    http_idle_timeout_ms: Option<u64>,
+    http_decompressed_batch_max_bytes: Option<usize>,
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
     request_memory_budget_bytes: Option<usize>,
@@ -117,6 +122,31 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             } else {
                 config.max_connections_per_ip = n;
             }
+        }
+        "http_max_connections" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            config.http_max_connections = n;
+        }
+        "http_max_header_bytes" | "http_max_body_bytes" | "http_decompressed_batch_max_bytes" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 1024 {
+                return Err(bad("must be at least 1024"));
+            }
+            match key {
+                "http_max_header_bytes" => config.http_max_header_bytes = n,
+                "http_max_body_bytes" => config.http_max_body_bytes = n,
+                _ => config.http_decompressed_batch_max_bytes = n,
+            }
+        }
+        "http_idle_timeout_ms" => {
+            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
+            if ms < 1 {
+                return Err(bad("must be at least 1"));
+            }
+            config.http_idle_timeout = Duration::from_millis(ms);
         }
         "log_retention_check_interval_ms" => {
             let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
@@ -233,6 +263,28 @@ pub fn resolve(
             ("kafka_listen", parsed.kafka_listen),
             ("advertised_listener", parsed.advertised_listener),
             ("http_listen", parsed.http_listen),
+            (
+                "http_max_connections",
+                parsed.http_max_connections.map(|n| n.to_string()),
+            ),
+            (
+                "http_max_header_bytes",
+                parsed.http_max_header_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "http_max_body_bytes",
+                parsed.http_max_body_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "http_idle_timeout_ms",
+                parsed.http_idle_timeout_ms.map(|n| n.to_string()),
+            ),
+            (
+                "http_decompressed_batch_max_bytes",
+                parsed
+                    .http_decompressed_batch_max_bytes
+                    .map(|n| n.to_string()),
+            ),
             ("shards", parsed.shards.map(|n| n.to_string())),
             (
                 "socket_request_max_bytes",
@@ -407,6 +459,8 @@ mod tests {
              group_initial_rebalance_delay_ms = 0\ngroup_min_session_timeout_ms = 1000\n\
              group_max_session_timeout_ms = 9000\ngroup_max_size = 7\n\
              quota_request_percentage = 150.5\nlog_retention_check_interval_ms = 2500\n\
+             http_max_body_bytes = 65536\nhttp_max_header_bytes = 4096\nhttp_max_connections = 9\n\
+             http_idle_timeout_ms = 1500\nhttp_decompressed_batch_max_bytes = 1048576\n\
              [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
         .expect("write");
@@ -443,6 +497,16 @@ mod tests {
         assert_eq!(
             config.log_retention_check_interval,
             Duration::from_millis(2500)
+        );
+        assert_eq!(
+            (
+                config.http_max_body_bytes,
+                config.http_max_header_bytes,
+                config.http_max_connections,
+                config.http_idle_timeout,
+                config.http_decompressed_batch_max_bytes
+            ),
+            (65536, 4096, 9, Duration::from_millis(1500), 1 << 20)
         );
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);

@@ -45,12 +45,12 @@ impl BatchBuilder {
         self.push_with_headers(key, value, &[], timestamp);
     }
 
-    /// Appends one record.
+    /// Appends one record; a header's value may be null.
     pub fn push_with_headers(
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[(&str, &[u8])],
+        headers: &[(&str, Option<&[u8]>)],
         timestamp: i64,
     ) {
         let mut body =
@@ -63,7 +63,7 @@ impl BatchBuilder {
         put_varlong(&mut body, headers.len() as i64);
         for (name, value) in headers {
             put_bytes(&mut body, Some(name.as_bytes()));
-            put_bytes(&mut body, Some(value));
+            put_bytes(&mut body, *value);
         }
         put_varlong(&mut self.records, body.len() as i64);
         self.records.extend_from_slice(&body);

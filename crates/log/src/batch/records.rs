@@ -17,6 +17,26 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
     pub header_count: u32,
+    /// The headers' bytes, already checked: read them with [`Record::headers`].
+    headers: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The record's headers in order: (key, value), a null value as `None`. Keys are bytes, as
+    /// the wire has them (Kafka's are UTF-8 strings by convention only).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        let mut reader = Records {
+            buf: self.headers,
+            at: 0,
+            left: 0,
+        };
+        (0..self.header_count).map_while(move |_| {
+            // Checked when the record was read: these cannot fail, and stop if they did.
+            let key = reader.bytes("header key").ok()??;
+            let value = reader.bytes("header value").ok()?;
+            Some((key, value))
+        })
+    }
 }
 
 /// A record that cannot be read.
@@ -58,6 +78,16 @@ pub fn records(batch: &[u8]) -> Result<Records<'_>, RecordError> {
         at: HEADER_BYTES,
         left: header.record_count.max(0) as u32,
     })
+}
+
+/// The records of a batch read from `body`, its records section as stored (uncompressed) or
+/// as decompressed by the caller; `count` is the record count its header declares.
+pub fn records_in(body: &[u8], count: i32) -> Records<'_> {
+    Records {
+        buf: body,
+        at: 0,
+        left: count.max(0) as u32,
+    }
 }
 
 /// Iterator over a batch's records; stops after the first error.
@@ -109,6 +139,7 @@ impl<'a> Records<'a> {
         let header_count = inner.varlong("header count")?;
         let header_count = u32::try_from(header_count)
             .map_err(|_| inner.malformed(start, "negative header count"))?;
+        let headers_at = inner.at;
         for _ in 0..header_count {
             if inner.bytes("header key")?.is_none() {
                 return Err(inner.malformed(start, "null header key"));
@@ -125,6 +156,7 @@ impl<'a> Records<'a> {
             key,
             value,
             header_count,
+            headers: &self.buf[headers_at..end],
         })
     }
 
@@ -180,7 +212,7 @@ mod tests {
         let mut builder = BatchBuilder::new(1_000);
         builder.push(Some(b"k1"), Some(b"v1"), 1_000);
         builder.push(None, None, 1_005);
-        builder.push_with_headers(Some(b""), Some(b"v3"), &[("h", b"x")], 990);
+        builder.push_with_headers(Some(b""), Some(b"v3"), &[("h", Some(b"x"))], 990);
         let batch = builder.build();
         let read: Vec<Record<'_>> = records(&batch)
             .expect("uncompressed")
@@ -194,12 +226,17 @@ mod tests {
         assert_eq!(read[2].timestamp_delta, -10);
         assert_eq!(read[2].key, Some(&b""[..]));
         assert_eq!(read[2].header_count, 1);
+        assert_eq!(
+            read[2].headers().collect::<Vec<_>>(),
+            vec![(&b"h"[..], Some(&b"x"[..]))]
+        );
+        assert_eq!(read[0].headers().count(), 0);
     }
 
     #[test]
     fn every_truncation_and_corruption_is_an_error_not_a_panic() {
         let mut builder = BatchBuilder::new(0);
-        builder.push_with_headers(Some(b"key"), Some(b"value"), &[("a", b"b")], 3);
+        builder.push_with_headers(Some(b"key"), Some(b"value"), &[("a", Some(b"b"))], 3);
         builder.push(Some(b"k"), None, 4);
         let batch = builder.build();
         for cut in 0..batch.len() {
