@@ -30,6 +30,17 @@ pub struct ServerConfig {
     /// `http_decompressed_batch_max_bytes`: a compressed batch read for an HTTP or WebSocket
     /// client may expand to at most this (the Kafka path never decompresses).
     pub http_decompressed_batch_max_bytes: usize,
+    /// `ws_max_message_bytes`: largest WebSocket message a client may send (one frame or the
+    /// fragments of one message); a larger one closes the connection with 1009.
+    pub ws_max_message_bytes: usize,
+    /// `ws_ping_interval_ms`: how often the broker pings a WebSocket client; one that sends
+    /// nothing for twice this is closed.
+    pub ws_ping_interval: Duration,
+    /// `ws_feed_buffer_messages`: records messages a shard's live feed of a partition keeps for
+    /// its subscribers; one that falls further behind reads on its own from its offset.
+    pub ws_feed_buffer_messages: usize,
+    /// `ws_fetch_max_bytes`: stored bytes one feed or catch-up read takes from a partition.
+    pub ws_fetch_max_bytes: usize,
     /// `shards`: reactor threads, each with its own Kafka listener socket (SO_REUSEPORT).
     pub shards: usize,
     /// `socket_request_max_bytes` (Kafka's `socket.request.max.bytes`): largest request frame.
@@ -145,6 +156,10 @@ impl Default for ServerConfig {
             http_max_body_bytes: 4 * 1024 * 1024,
             http_idle_timeout: Duration::from_secs(60),
             http_decompressed_batch_max_bytes: 16 * 1024 * 1024,
+            ws_max_message_bytes: 1024 * 1024,
+            ws_ping_interval: Duration::from_secs(20),
+            ws_feed_buffer_messages: 64,
+            ws_fetch_max_bytes: 256 * 1024,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             request_memory_budget_bytes: request_memory_budget_default(),

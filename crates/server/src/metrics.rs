@@ -90,6 +90,17 @@ pub struct Metrics {
     pub http_refused: AtomicU64,
     pub http_responses: [AtomicU64; 5],
     pub http_latency: Histogram,
+    /// WebSocket connections open, subscriptions, live feeds (one per partition and encoding
+    /// per shard), frames sent, feed messages built, subscribers that fell behind a feed and
+    /// read on their own, connections closed for not answering pings or not reading.
+    pub ws_connections_open: AtomicU64,
+    pub ws_subscriptions: AtomicU64,
+    pub ws_feeds: AtomicU64,
+    pub ws_messages_sent: AtomicU64,
+    pub ws_feed_messages: AtomicU64,
+    pub ws_lagged: AtomicU64,
+    pub ws_closed_dead: AtomicU64,
+    pub ws_closed_slow: AtomicU64,
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
     /// Reactor stalls, by shard.
     pub stalls: Vec<AtomicU64>,
@@ -119,6 +130,14 @@ impl Metrics {
             http_refused: AtomicU64::new(0),
             http_responses: Default::default(),
             http_latency: Histogram::default(),
+            ws_connections_open: AtomicU64::new(0),
+            ws_subscriptions: AtomicU64::new(0),
+            ws_feeds: AtomicU64::new(0),
+            ws_messages_sent: AtomicU64::new(0),
+            ws_feed_messages: AtomicU64::new(0),
+            ws_lagged: AtomicU64::new(0),
+            ws_closed_dead: AtomicU64::new(0),
+            ws_closed_slow: AtomicU64::new(0),
             topics: Mutex::new(BTreeMap::new()),
             stalls: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -221,6 +240,42 @@ pub fn render(broker: &Broker) -> String {
             m.http_refused.load(Ordering::Relaxed),
         ),
         (
+            "weir_ws_connections_open",
+            "gauge",
+            "WebSocket connections open",
+            m.ws_connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_ws_subscriptions",
+            "gauge",
+            "WebSocket partition subscriptions",
+            m.ws_subscriptions.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_ws_feeds",
+            "gauge",
+            "Live feeds: one reader per partition and encoding per shard, shared by its subscribers",
+            m.ws_feeds.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_ws_frames_sent_total",
+            "counter",
+            "WebSocket frames written to clients",
+            m.ws_messages_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_ws_feed_messages_total",
+            "counter",
+            "Records messages built by live feeds (each written to every subscriber)",
+            m.ws_feed_messages.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_ws_subscribers_lagged_total",
+            "counter",
+            "Times a subscriber fell behind its feed and was paused at its offset, reading on its own",
+            m.ws_lagged.load(Ordering::Relaxed),
+        ),
+        (
             "weir_request_budget_in_use_bytes",
             "gauge",
             "Request bytes held in memory (reserved against request_memory_budget_bytes)",
@@ -284,6 +339,16 @@ pub fn render(broker: &Broker) -> String {
         &mut out,
         "weir_http_request_duration_seconds",
         "route=\"rest\"",
+    );
+    by_reason(
+        &mut out,
+        "weir_ws_closed_total",
+        "WebSocket connections closed by the broker: no pong for two ping intervals, or not \
+         taking a frame within http_idle_timeout_ms",
+        &[
+            ("dead", &m.ws_closed_dead),
+            ("not_reading", &m.ws_closed_slow),
+        ],
     );
     by_reason(
         &mut out,

@@ -29,6 +29,10 @@ struct FileConfig {
     http_max_body_bytes: Option<usize>,
     http_idle_timeout_ms: Option<u64>,
     http_decompressed_batch_max_bytes: Option<usize>,
+    ws_max_message_bytes: Option<usize>,
+    ws_ping_interval_ms: Option<u64>,
+    ws_feed_buffer_messages: Option<usize>,
+    ws_fetch_max_bytes: Option<usize>,
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
     request_memory_budget_bytes: Option<usize>,
@@ -140,6 +144,31 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
                 "http_max_body_bytes" => config.http_max_body_bytes = n,
                 _ => config.http_decompressed_batch_max_bytes = n,
             }
+        }
+        "ws_max_message_bytes" | "ws_fetch_max_bytes" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if n < 1024 {
+                return Err(bad("must be at least 1024"));
+            }
+            if key == "ws_max_message_bytes" {
+                config.ws_max_message_bytes = n;
+            } else {
+                config.ws_fetch_max_bytes = n;
+            }
+        }
+        "ws_feed_buffer_messages" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if !(1..=1_000_000).contains(&n) {
+                return Err(bad("must be between 1 and 1000000"));
+            }
+            config.ws_feed_buffer_messages = n;
+        }
+        "ws_ping_interval_ms" => {
+            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
+            if ms < 10 {
+                return Err(bad("must be at least 10"));
+            }
+            config.ws_ping_interval = Duration::from_millis(ms);
         }
         "http_idle_timeout_ms" => {
             let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
@@ -278,6 +307,22 @@ pub fn resolve(
             (
                 "http_idle_timeout_ms",
                 parsed.http_idle_timeout_ms.map(|n| n.to_string()),
+            ),
+            (
+                "ws_max_message_bytes",
+                parsed.ws_max_message_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "ws_ping_interval_ms",
+                parsed.ws_ping_interval_ms.map(|n| n.to_string()),
+            ),
+            (
+                "ws_feed_buffer_messages",
+                parsed.ws_feed_buffer_messages.map(|n| n.to_string()),
+            ),
+            (
+                "ws_fetch_max_bytes",
+                parsed.ws_fetch_max_bytes.map(|n| n.to_string()),
             ),
             (
                 "http_decompressed_batch_max_bytes",
@@ -461,6 +506,8 @@ mod tests {
              quota_request_percentage = 150.5\nlog_retention_check_interval_ms = 2500\n\
              http_max_body_bytes = 65536\nhttp_max_header_bytes = 4096\nhttp_max_connections = 9\n\
              http_idle_timeout_ms = 1500\nhttp_decompressed_batch_max_bytes = 1048576\n\
+             ws_max_message_bytes = 2048\nws_ping_interval_ms = 50\nws_feed_buffer_messages = 3\n\
+             ws_fetch_max_bytes = 4096\n\
              [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
         .expect("write");
@@ -507,6 +554,15 @@ mod tests {
                 config.http_decompressed_batch_max_bytes
             ),
             (65536, 4096, 9, Duration::from_millis(1500), 1 << 20)
+        );
+        assert_eq!(
+            (
+                config.ws_max_message_bytes,
+                config.ws_ping_interval,
+                config.ws_feed_buffer_messages,
+                config.ws_fetch_max_bytes
+            ),
+            (2048, Duration::from_millis(50), 3, 4096)
         );
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);

@@ -3,6 +3,9 @@
 //! connected carry on; idle connections and connections that stall mid-request (slowloris) are
 //! closed after their timeouts while a healthy client is served throughout.
 
+mod common;
+
+use common::rss_kib;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -234,16 +237,6 @@ fn idle_and_stalled_connections_are_closed_while_a_healthy_client_is_served() {
     };
     assert_eq!(timed_out("request_incomplete"), STALLED as u64);
     assert_eq!(timed_out("idle"), IDLE as u64);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .expect("VmRSS")
 }
 
 #[test]

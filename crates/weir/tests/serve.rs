@@ -1,6 +1,9 @@
 //! `weir serve` as a real process on 127.0.0.1:0: the Kafka handshake, Metadata, bad input,
 //! HTTP health, SIGTERM, and a real client (kcat).
 
+mod common;
+
+use common::ConfigFile;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -31,26 +34,6 @@ impl Drop for TempDir {
 }
 
 /// A `weir serve` config file, removed when dropped.
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, settings: &str) -> ConfigFile {
-        let path = std::env::temp_dir().join(format!("weir-{name}-{}.toml", std::process::id()));
-        std::fs::write(&path, settings).expect("config file");
-        ConfigFile(path)
-    }
-
-    fn args(&self) -> [&str; 2] {
-        ["--config", self.0.to_str().expect("utf-8 path")]
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn temp_dir() -> TempDir {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -376,7 +359,11 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("send");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut out = String::new();
     stream.read_to_string(&mut out).expect("read");
     out

@@ -12,6 +12,7 @@ mod codecs;
 mod http;
 mod records;
 mod rest;
+mod ws;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,7 +81,7 @@ async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Rece
             read = conn.read_request(&broker) => read,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let (request, _permit) = match read {
+        let (request, permit) = match read {
             (Read::Request(request), permit) => (request, permit),
             (Read::Closed, _) => break,
             (Read::Refuse(response), _) => {
@@ -90,11 +91,31 @@ async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Rece
                 break;
             }
         };
+        if request.segments == ["ws"] && ws::is_upgrade(&request) {
+            match ws::handshake(&request) {
+                Ok(accept) => {
+                    drop(permit);
+                    broker.metrics.http_response(101);
+                    broker
+                        .metrics
+                        .http_connections_open
+                        .fetch_sub(1, Ordering::Relaxed);
+                    return ws::serve(conn, accept, broker.clone(), shutdown).await;
+                }
+                Err(refusal) => {
+                    broker.metrics.http_response(refusal.status);
+                    conn.write_response(&refusal, false, broker.config.http_idle_timeout)
+                        .await;
+                    break;
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let response = rest::route(&broker, &request).await;
         broker.metrics.http_response(response.status);
         broker.metrics.http_latency.observe(started.elapsed());
         let keep_alive = request.keep_alive && !*shutdown.borrow();
+        drop(permit);
         if !conn
             .write_response(&response, keep_alive, broker.config.http_idle_timeout)
             .await

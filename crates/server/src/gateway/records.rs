@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use weir_log::batch::build::BatchBuilder;
 use weir_log::batch::{records, Batches};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Encoding {
     Base64,
     Utf8,
@@ -79,6 +79,12 @@ pub(crate) fn parse_produce(body: &[u8]) -> Result<Vec<NewRecord>, String> {
             ));
         }
     }
+    parse_records(doc)
+}
+
+/// The `encoding` and `records` fields of a produce request (a REST body or a WebSocket
+/// message; other fields are the caller's).
+pub(crate) fn parse_records(doc: &Map<String, Value>) -> Result<Vec<NewRecord>, String> {
     let encoding = Encoding::parse(match doc.get("encoding") {
         None => None,
         Some(Value::String(s)) => Some(s.as_str()),

@@ -31,6 +31,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/groups"),
     ("GET", "/groups/{group}"),
     ("GET", "/groups/{group}/offsets"),
+    ("GET", "/ws"),
 ];
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -65,6 +66,13 @@ pub(crate) async fn route(broker: &Arc<Broker>, request: &Request) -> Response {
         ("GET", ["groups"]) => list_groups(broker).await,
         ("GET", ["groups", group]) => describe_group(broker, group).await,
         ("GET", ["groups", group, "offsets"]) => group_offsets(broker, group).await,
+        // An upgrade is taken before routing; this is a plain GET.
+        ("GET", ["ws"]) => Response::error(
+            426,
+            "upgrade_required",
+            "/ws is a WebSocket: open it with Upgrade: websocket",
+        )
+        .with_header("upgrade", "websocket"),
         _ => {
             let allowed: Vec<&str> = ROUTES
                 .iter()
@@ -320,16 +328,27 @@ async fn produce(broker: &Arc<Broker>, name: &str, body: &[u8]) -> Response {
         Ok(records) => records,
         Err(e) => return body_error(e),
     };
+    let (status, body) = produce_records(broker, &topic, records).await;
+    Response::json(status, &body)
+}
+
+/// Appends parsed records to `topic`: (HTTP status, JSON answer), for REST and WebSocket.
+pub(crate) async fn produce_records(
+    broker: &Arc<Broker>,
+    topic: &Arc<Topic>,
+    records: Vec<NewRecord>,
+) -> (u16, Value) {
+    let name = topic.name.as_str();
     let n = topic.partitions;
     if let Some((i, p)) = records
         .iter()
         .enumerate()
         .find_map(|(i, r)| r.partition.filter(|p| *p >= n).map(|p| (i, p)))
     {
-        return Response::error(
+        let message = format!("records[{i}]: partition {p} does not exist; topic {name:?} has {n}");
+        return (
             404,
-            "unknown_partition",
-            format!("records[{i}]: partition {p} does not exist; topic {name:?} has {n}"),
+            json!({"error": "unknown_partition", "message": message}),
         );
     }
     let sticky = (broker.http_round_robin.fetch_add(1, Ordering::Relaxed) % n as usize) as i32;
@@ -401,13 +420,13 @@ async fn produce(broker: &Arc<Broker>, name: &str, body: &[u8]) -> Response {
         })
         .collect();
     match failed {
-        None => Response::json(200, &json!({ "offsets": results })),
+        None => (200, json!({ "offsets": results })),
         Some((code, message)) => {
             // The status of the first failure; the body still says which records were written.
             let error = kafka_error(code, message);
             let mut body: Value = serde_json::from_slice(&error.body).unwrap_or_else(|_| json!({}));
             body["offsets"] = Value::Array(results);
-            Response::json(error.status, &body)
+            (error.status, body)
         }
     }
 }

@@ -30,6 +30,38 @@ pub fn metrics(serve: &Serve) -> String {
     text
 }
 
+/// A config file for `weir serve --config`, removed when dropped.
+pub struct ConfigFile(pub PathBuf);
+
+impl ConfigFile {
+    pub fn new(name: &str, settings: &str) -> ConfigFile {
+        let path = std::env::temp_dir().join(format!("weir-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, settings).expect("config file");
+        ConfigFile(path)
+    }
+
+    pub fn args(&self) -> [&str; 2] {
+        ["--config", self.0.to_str().expect("utf-8 path")]
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A process's resident memory, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .expect("VmRSS")
+}
+
 pub struct Serve {
     pub child: std::process::Child,
     pub kafka: String,

@@ -1,0 +1,515 @@
+//! WebSocket at `GET /ws`: subscribe to partitions and have records pushed as they are
+//! appended, and produce, over one socket. Messages are JSON text frames:
+//!
+//! ```text
+//! → {"op":"subscribe","topic":"orders","partitions":[0,1],"from":"latest"|"earliest"|17,
+//!    "encoding":"utf8"}                       ← {"type":"subscribed","topic":..,"partitions":[{"partition":0,"offset":17},..]}
+//! → {"op":"unsubscribe","topic":"orders"}    ← {"type":"unsubscribed","topic":..,"partitions":[..]}
+//! → {"op":"produce","ref":1,"topic":"orders","records":[..]}
+//!                                             ← {"type":"produced","ref":1,"offsets":[..]}
+//!                                             ← {"type":"records","topic":..,"partition":0,"records":[..]}
+//!                                             ← {"type":"error","ref"?,"error":code,"message":..}
+//! ```
+//!
+//! Liveness: the server pings every `ws_ping_interval_ms`; a client that sends nothing (no pong,
+//! no message) for twice that is closed. Memory: a connection holds one partial frame of at most
+//! `ws_max_message_bytes` and the socket's kernel buffer; records reach it from the shard's feed
+//! (built once for all subscribers) or, when it fell behind, from its own reads at its pace.
+//! A client that takes no bytes for `http_idle_timeout_ms` is closed.
+
+mod feed;
+pub(crate) mod frame;
+mod subscription;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::http::{Conn, Request, Response};
+use super::records::{self, Encoding};
+use crate::broker::Broker;
+use crate::partition::ShardMsg;
+use frame::Violation;
+
+/// Whether a request asks for a WebSocket upgrade.
+pub(crate) fn is_upgrade(request: &Request) -> bool {
+    request.header_has("upgrade", "websocket")
+}
+
+/// The handshake's checks (RFC 6455 §4.2.1): the accept key, or the refusal.
+pub(crate) fn handshake(request: &Request) -> Result<String, Response> {
+    if request.method != "GET" {
+        return Err(
+            Response::error(405, "method_not_allowed", "a WebSocket opens with GET")
+                .with_header("allow", "GET"),
+        );
+    }
+    if !request.header_has("connection", "upgrade") {
+        return Err(Response::error(
+            400,
+            "bad_request",
+            "Connection: Upgrade is missing",
+        ));
+    }
+    if request.header("sec-websocket-version") != Some("13") {
+        return Err(Response::error(
+            426,
+            "upgrade_required",
+            "only WebSocket version 13 is served",
+        )
+        .with_header("sec-websocket-version", "13"));
+    }
+    match request.header("sec-websocket-key") {
+        Some(key) if key.len() == 24 => Ok(frame::accept_key(key)),
+        _ => Err(Response::error(
+            400,
+            "bad_request",
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        )),
+    }
+}
+
+/// The socket's sending side, shared by the connection and its subscriptions: one frame at a
+/// time, each within `http_idle_timeout_ms` or the connection is given up.
+pub(crate) struct Writer {
+    half: tokio::sync::Mutex<OwnedWriteHalf>,
+    timeout: Duration,
+    failed: Cell<bool>,
+    gone: Notify,
+    broker: Arc<Broker>,
+}
+
+impl Writer {
+    /// Writes a whole frame; false once the peer is gone or stopped reading.
+    pub async fn send(&self, frame: &[u8]) -> bool {
+        if self.failed.get() {
+            return false;
+        }
+        let mut half = self.half.lock().await;
+        let written = tokio::time::timeout(self.timeout, half.write_all(frame)).await;
+        if matches!(written, Ok(Ok(()))) {
+            self.broker
+                .metrics
+                .ws_messages_sent
+                .fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.failed.set(true);
+        self.gone.notify_one();
+        false
+    }
+
+    pub async fn send_text(&self, text: &str) -> bool {
+        self.send(&frame::encode(frame::OP_TEXT, text.as_bytes()))
+            .await
+    }
+
+    async fn close(&self, code: u16, reason: &str) {
+        if self.send(&frame::close(code, reason)).await {
+            let _ = self.half.lock().await.shutdown().await;
+        }
+    }
+}
+
+/// Serves an upgraded connection until it closes. `accept` is the handshake's answer.
+pub(crate) async fn serve(
+    conn: Conn,
+    accept: String,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Conn { stream, mut buf } = conn;
+    let (mut read_half, write_half) = stream.into_split();
+    let metrics = &broker.metrics;
+    let writer = Rc::new(Writer {
+        half: tokio::sync::Mutex::new(write_half),
+        timeout: broker.config.http_idle_timeout,
+        failed: Cell::new(false),
+        gone: Notify::new(),
+        broker: broker.clone(),
+    });
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-accept: {accept}\r\n\r\n"
+    );
+    if !writer.send(head.as_bytes()).await {
+        return;
+    }
+    metrics.ws_connections_open.fetch_add(1, Ordering::Relaxed);
+    let mut session = Session {
+        broker: broker.clone(),
+        writer: writer.clone(),
+        subscriptions: HashMap::new(),
+    };
+    let max = broker.config.ws_max_message_bytes;
+    let ping_every = broker.config.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_heard = Instant::now();
+    let mut message: Option<Vec<u8>> = None;
+    let close = loop {
+        // Whole frames already read.
+        match frame::parse(&buf, max) {
+            Err(violation) => break Some(violation),
+            Ok(Some((frame, used))) => {
+                buf.drain(..used);
+                last_heard = Instant::now();
+                match on_frame(&mut session, &mut message, frame, max).await {
+                    Ok(true) => continue,
+                    Ok(false) => break None,
+                    Err(violation) => break Some(violation),
+                }
+            }
+            Ok(None) => {}
+        }
+        if buf.capacity() > READ_BUFFER_KEEP_BYTES && buf.len() < READ_BUFFER_KEEP_BYTES {
+            buf.shrink_to(READ_BUFFER_KEEP_BYTES);
+        }
+        buf.reserve(READ_CHUNK_BYTES);
+        tokio::select! {
+            read = read_half.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break None,
+                Ok(_) => {}
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > ping_every * 2 {
+                    metrics.ws_closed_dead.fetch_add(1, Ordering::Relaxed);
+                    break Some(Violation {
+                        code: frame::CLOSE_GOING_AWAY,
+                        reason: "no pong or message for two ping intervals".into(),
+                    });
+                }
+                if !writer.send(&frame::encode(frame::OP_PING, b"weir")).await {
+                    break None;
+                }
+            }
+            _ = writer.gone.notified() => {
+                metrics.ws_closed_slow.fetch_add(1, Ordering::Relaxed);
+                break None;
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {
+                break Some(Violation {
+                    code: frame::CLOSE_GOING_AWAY,
+                    reason: "the broker is shutting down".into(),
+                });
+            }
+        }
+    };
+    for (_, task) in session.subscriptions.drain() {
+        task.abort();
+    }
+    if let Some(violation) = close {
+        writer.close(violation.code, &violation.reason).await;
+    }
+    metrics.ws_connections_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Bytes read from the socket at a time, and kept between messages.
+const READ_CHUNK_BYTES: usize = 4096;
+const READ_BUFFER_KEEP_BYTES: usize = 16 * 1024;
+
+struct Session {
+    broker: Arc<Broker>,
+    writer: Rc<Writer>,
+    subscriptions: HashMap<(String, i32), tokio::task::JoinHandle<()>>,
+}
+
+/// Handles one frame: Ok(false) when the client closed, Err when it broke the protocol.
+async fn on_frame(
+    session: &mut Session,
+    message: &mut Option<Vec<u8>>,
+    frame: frame::Frame,
+    max: usize,
+) -> Result<bool, Violation> {
+    let protocol = |reason: &str| Violation {
+        code: frame::CLOSE_PROTOCOL_ERROR,
+        reason: reason.into(),
+    };
+    match frame.opcode {
+        frame::OP_PING => {
+            session
+                .writer
+                .send(&frame::encode(frame::OP_PONG, &frame.payload))
+                .await;
+            Ok(true)
+        }
+        frame::OP_PONG => Ok(true),
+        frame::OP_CLOSE => {
+            // Echo the code (RFC 6455 §5.5.1), then end.
+            let code = frame
+                .payload
+                .get(..2)
+                .map_or(frame::CLOSE_NORMAL, |c| u16::from_be_bytes([c[0], c[1]]));
+            session.writer.close(code, "").await;
+            Ok(false)
+        }
+        frame::OP_BINARY => Err(Violation {
+            code: frame::CLOSE_UNSUPPORTED_DATA,
+            reason: "messages are JSON text frames".into(),
+        }),
+        frame::OP_TEXT | frame::OP_CONTINUATION => {
+            let whole = match (frame.opcode, message.as_mut()) {
+                (frame::OP_TEXT, Some(_)) => {
+                    return Err(protocol("a new message inside a fragmented one"))
+                }
+                (frame::OP_TEXT, None) if frame.fin => frame.payload,
+                (frame::OP_TEXT, None) => {
+                    *message = Some(frame.payload);
+                    return Ok(true);
+                }
+                (_, None) => return Err(protocol("a continuation with no message")),
+                (_, Some(partial)) => {
+                    if partial.len() + frame.payload.len() > max {
+                        return Err(Violation {
+                            code: frame::CLOSE_TOO_BIG,
+                            reason: format!("a message over ws_max_message_bytes ({max})"),
+                        });
+                    }
+                    partial.extend_from_slice(&frame.payload);
+                    if !frame.fin {
+                        return Ok(true);
+                    }
+                    message.take().unwrap_or_default()
+                }
+            };
+            let Ok(text) = String::from_utf8(whole) else {
+                return Err(Violation {
+                    code: frame::CLOSE_INVALID_PAYLOAD,
+                    reason: "a text message that is not UTF-8".into(),
+                });
+            };
+            let answer = on_message(session, &text).await;
+            if let Some(answer) = answer {
+                session.writer.send_text(&answer.to_string()).await;
+            }
+            Ok(true)
+        }
+        _ => Err(protocol("unexpected opcode")),
+    }
+}
+
+fn error(reference: Option<&Value>, code: &str, message: impl Into<String>) -> Value {
+    let mut out = json!({"type": "error", "error": code, "message": message.into()});
+    if let Some(reference) = reference {
+        out["ref"] = reference.clone();
+    }
+    out
+}
+
+/// Answers one client message (None: nothing to answer). A bad message is answered with an
+/// error; the connection stays open.
+async fn on_message(session: &mut Session, text: &str) -> Option<Value> {
+    let doc: Value = match serde_json::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => return Some(error(None, "bad_request", format!("not JSON: {e}"))),
+    };
+    let Some(doc) = doc.as_object() else {
+        return Some(error(None, "bad_request", "a message is a JSON object"));
+    };
+    let reference = doc.get("ref");
+    let answer = match doc.get("op").and_then(Value::as_str) {
+        Some("subscribe") => subscribe(session, doc).await,
+        Some("unsubscribe") => unsubscribe(session, doc),
+        Some("produce") => produce(session, doc).await,
+        _ => Err((
+            "bad_request",
+            "\"op\" must be subscribe, unsubscribe or produce".to_string(),
+        )),
+    };
+    Some(match answer {
+        Ok(mut answer) => {
+            if let Some(reference) = reference {
+                answer["ref"] = reference.clone();
+            }
+            answer
+        }
+        Err((code, message)) => error(reference, code, message),
+    })
+}
+
+/// A refusal: the error code and message sent back.
+type Refusal = (&'static str, String);
+type Answer = Result<Value, Refusal>;
+
+fn check_fields(doc: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refusal> {
+    match doc.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err((
+            "bad_request",
+            format!("unknown field {key:?} (expected {})", allowed.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The topic a message names, and its partitions (all if it lists none).
+fn topic_and_partitions(
+    broker: &Broker,
+    doc: &Map<String, Value>,
+) -> Result<(Arc<weir_broker::topics::Topic>, Vec<i32>), Refusal> {
+    let name = doc
+        .get("topic")
+        .and_then(Value::as_str)
+        .ok_or(("bad_request", "\"topic\" must be a topic name".to_string()))?;
+    let topic = broker
+        .topics
+        .get(name)
+        .ok_or(("unknown_topic", format!("topic {name:?} does not exist")))?;
+    let partitions = match doc.get("partitions") {
+        None | Some(Value::Null) => (0..topic.partitions).collect(),
+        Some(Value::Array(list)) => {
+            let mut out = Vec::new();
+            for p in list {
+                match p.as_i64().and_then(|p| i32::try_from(p).ok()) {
+                    Some(p) if (0..topic.partitions).contains(&p) => out.push(p),
+                    _ => {
+                        return Err((
+                            "unknown_partition",
+                            format!(
+                                "partition {p} does not exist; topic {name:?} has {}",
+                                topic.partitions
+                            ),
+                        ))
+                    }
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            out
+        }
+        Some(_) => {
+            return Err((
+                "bad_request",
+                "\"partitions\" must be an array of numbers".into(),
+            ))
+        }
+    };
+    Ok((topic, partitions))
+}
+
+async fn subscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
+    check_fields(
+        doc,
+        &["op", "ref", "topic", "partitions", "from", "encoding"],
+    )?;
+    let broker = session.broker.clone();
+    let (topic, partitions) = topic_and_partitions(&broker, doc)?;
+    let encoding = Encoding::parse(doc.get("encoding").and_then(Value::as_str))
+        .map_err(|e| ("bad_request", e))?;
+    let from = doc.get("from").cloned().unwrap_or(Value::from("latest"));
+    let mut started = Vec::new();
+    for &partition in &partitions {
+        let summary = crate::connection::ask(&broker, &topic.name, partition, |reply| {
+            ShardMsg::Describe {
+                topic: topic.clone(),
+                partition,
+                reply,
+            }
+        })
+        .await
+        .and_then(Result::ok)
+        .ok_or((
+            "unavailable",
+            format!("partition {partition} is not available"),
+        ))?;
+        let offset = match &from {
+            Value::String(s) if s == "latest" => summary.log_end_offset,
+            Value::String(s) if s == "earliest" => summary.log_start_offset,
+            Value::Number(n) => match n.as_i64() {
+                Some(o) if (summary.log_start_offset..=summary.log_end_offset).contains(&o) => o,
+                _ => {
+                    return Err((
+                        "offset_out_of_range",
+                        format!(
+                            "offset {n} is outside partition {partition}'s log [{}, {}]",
+                            summary.log_start_offset, summary.log_end_offset
+                        ),
+                    ))
+                }
+            },
+            _ => {
+                return Err((
+                    "bad_request",
+                    "\"from\" must be \"latest\", \"earliest\" or an offset".into(),
+                ))
+            }
+        };
+        started.push((partition, offset));
+    }
+    for &(partition, offset) in &started {
+        let task = tokio::task::spawn_local(subscription::run(
+            broker.clone(),
+            session.writer.clone(),
+            topic.clone(),
+            partition,
+            encoding,
+            offset,
+        ));
+        if let Some(old) = session
+            .subscriptions
+            .insert((topic.name.clone(), partition), task)
+        {
+            old.abort();
+        }
+    }
+    let partitions: Vec<Value> = started
+        .iter()
+        .map(|(p, o)| json!({"partition": p, "offset": o}))
+        .collect();
+    Ok(json!({"type": "subscribed", "topic": topic.name, "partitions": partitions}))
+}
+
+fn unsubscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
+    check_fields(doc, &["op", "ref", "topic", "partitions"])?;
+    let name = doc
+        .get("topic")
+        .and_then(Value::as_str)
+        .ok_or(("bad_request", "\"topic\" must be a topic name".to_string()))?;
+    let only: Option<Vec<i64>> = doc
+        .get("partitions")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(Value::as_i64).collect());
+    let mut ended = Vec::new();
+    session.subscriptions.retain(|(topic, partition), task| {
+        let matches = topic == name
+            && only
+                .as_ref()
+                .is_none_or(|o| o.contains(&i64::from(*partition)));
+        if matches {
+            task.abort();
+            ended.push(*partition);
+        }
+        !matches
+    });
+    ended.sort_unstable();
+    Ok(json!({"type": "unsubscribed", "topic": name, "partitions": ended}))
+}
+
+async fn produce(session: &mut Session, doc: &Map<String, Value>) -> Answer {
+    check_fields(doc, &["op", "ref", "topic", "encoding", "records"])?;
+    let broker = session.broker.clone();
+    let name = doc
+        .get("topic")
+        .and_then(Value::as_str)
+        .ok_or(("bad_request", "\"topic\" must be a topic name".to_string()))?;
+    let topic = broker
+        .topics
+        .get(name)
+        .ok_or(("unknown_topic", format!("topic {name:?} does not exist")))?;
+    let parsed = records::parse_records(doc).map_err(|e| ("bad_request", e))?;
+    let (status, mut body) = super::rest::produce_records(&broker, &topic, parsed).await;
+    if status == 200 {
+        body["type"] = Value::from("produced");
+        Ok(body)
+    } else {
+        body["type"] = Value::from("error");
+        Ok(body)
+    }
+}
