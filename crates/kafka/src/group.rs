@@ -372,8 +372,59 @@ pub fn consumer_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
     Some(out)
 }
 
+/// A consumer-protocol subscription (version 0): what a "consumer" member sends in JoinGroup
+/// as its metadata: `version i16, [topic string], user_data bytes (null)`.
+pub fn consumer_subscription(topics: &[String]) -> Vec<u8> {
+    let mut out = 0i16.to_be_bytes().to_vec();
+    out.extend((topics.len() as i32).to_be_bytes());
+    for topic in topics {
+        out.extend((topic.len() as i16).to_be_bytes());
+        out.extend(topic.as_bytes());
+    }
+    out.extend((-1i32).to_be_bytes());
+    out
+}
+
+/// The topics of a consumer-protocol subscription (any version: later versions only add
+/// fields after these). The bytes come from a client: `None` if they do not read as one.
+pub fn consumer_subscription_topics(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut reader = Reader::new(bytes);
+    reader.i16("version").ok()?;
+    let topics = reader.array_len("topics").ok()?.unwrap_or(0);
+    (0..topics)
+        .map(|_| reader.string("topic").ok().map(str::to_string))
+        .collect()
+}
+
+/// A consumer-protocol assignment (version 0), as a group leader hands it to a member.
+pub fn encode_consumer_assignment(assigned: &[(String, Vec<i32>)]) -> Vec<u8> {
+    let mut out = 0i16.to_be_bytes().to_vec();
+    out.extend((assigned.len() as i32).to_be_bytes());
+    for (topic, partitions) in assigned {
+        out.extend((topic.len() as i16).to_be_bytes());
+        out.extend(topic.as_bytes());
+        out.extend((partitions.len() as i32).to_be_bytes());
+        for p in partitions {
+            out.extend(p.to_be_bytes());
+        }
+    }
+    out.extend((-1i32).to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod assignment_tests {
+    #[test]
+    fn subscriptions_and_assignments_round_trip() {
+        let topics = vec!["orders".to_string(), "refunds".to_string()];
+        let bytes = super::consumer_subscription(&topics);
+        assert_eq!(super::consumer_subscription_topics(&bytes), Some(topics));
+        assert_eq!(super::consumer_subscription_topics(&bytes[..5]), None);
+        let assigned = vec![("orders".to_string(), vec![0, 2])];
+        let bytes = super::encode_consumer_assignment(&assigned);
+        assert_eq!(super::consumer_assignment(&bytes), Some(assigned));
+    }
+
     #[test]
     fn a_consumer_assignment_reads_and_garbage_does_not() {
         let mut bytes = vec![0, 1, 0, 0, 0, 1, 0, 6];

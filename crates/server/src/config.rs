@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub ws_feed_buffer_messages: usize,
     /// `ws_fetch_max_bytes`: stored bytes one feed or catch-up read takes from a partition.
     pub ws_fetch_max_bytes: usize,
+    /// `ws_group_session_timeout_ms`: the session timeout of the group members the gateway
+    /// runs for WebSocket clients (heartbeats go every tenth of it).
+    pub ws_group_session_timeout: Duration,
     /// `shards`: reactor threads, each with its own Kafka listener socket (SO_REUSEPORT).
     pub shards: usize,
     /// `socket_request_max_bytes` (Kafka's `socket.request.max.bytes`): largest request frame.
@@ -160,6 +163,7 @@ impl Default for ServerConfig {
             ws_ping_interval: Duration::from_secs(20),
             ws_feed_buffer_messages: 64,
             ws_fetch_max_bytes: 256 * 1024,
+            ws_group_session_timeout: Duration::from_secs(30),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             request_memory_budget_bytes: request_memory_budget_default(),

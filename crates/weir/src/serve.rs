@@ -33,6 +33,7 @@ struct FileConfig {
     ws_ping_interval_ms: Option<u64>,
     ws_feed_buffer_messages: Option<usize>,
     ws_fetch_max_bytes: Option<usize>,
+    ws_group_session_timeout_ms: Option<u64>,
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
     request_memory_budget_bytes: Option<usize>,
@@ -162,6 +163,13 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
                 return Err(bad("must be between 1 and 1000000"));
             }
             config.ws_feed_buffer_messages = n;
+        }
+        "ws_group_session_timeout_ms" => {
+            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
+            if ms < 1000 {
+                return Err(bad("must be at least 1000"));
+            }
+            config.ws_group_session_timeout = Duration::from_millis(ms);
         }
         "ws_ping_interval_ms" => {
             let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
@@ -323,6 +331,10 @@ pub fn resolve(
             (
                 "ws_fetch_max_bytes",
                 parsed.ws_fetch_max_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "ws_group_session_timeout_ms",
+                parsed.ws_group_session_timeout_ms.map(|n| n.to_string()),
             ),
             (
                 "http_decompressed_batch_max_bytes",
@@ -507,7 +519,7 @@ mod tests {
              http_max_body_bytes = 65536\nhttp_max_header_bytes = 4096\nhttp_max_connections = 9\n\
              http_idle_timeout_ms = 1500\nhttp_decompressed_batch_max_bytes = 1048576\n\
              ws_max_message_bytes = 2048\nws_ping_interval_ms = 50\nws_feed_buffer_messages = 3\n\
-             ws_fetch_max_bytes = 4096\n\
+             ws_fetch_max_bytes = 4096\nws_group_session_timeout_ms = 7000\n\
              [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
         .expect("write");
@@ -564,6 +576,7 @@ mod tests {
             ),
             (2048, Duration::from_millis(50), 3, 4096)
         );
+        assert_eq!(config.ws_group_session_timeout, Duration::from_secs(7));
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);
         assert_eq!(defaults.http_listen.port(), 9080);

@@ -528,7 +528,15 @@ fn bad_frames_close_with_their_code_and_bad_messages_get_errors() {
             "offset_out_of_range",
         ),
         (
-            r#"{"op":"subscribe","topic":"t","group":"g"}"#,
+            r#"{"op":"subscribe","topic":"t","group":""}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"op":"subscribe","topic":"t","group":"g","from":5}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"op":"ack","topic":"t","partition":0,"offset":1}"#,
             "bad_request",
         ),
         (
@@ -586,4 +594,133 @@ fn bad_frames_close_with_their_code_and_bad_messages_get_errors() {
         assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
         check_healthy(&mut healthy);
     }
+}
+
+/// Reads messages until one of `kind` comes, keeping the records that arrive on the way.
+fn until(ws: &mut Ws, kind: &str, records: &mut Vec<(i64, Value)>) -> Value {
+    loop {
+        let m = ws.message();
+        if m["type"] == kind {
+            return m;
+        }
+        assert_eq!(m["type"], "records", "{m}");
+        let p = m["partition"].as_i64().expect("partition");
+        for r in m["records"].as_array().expect("records") {
+            records.push((p, r.clone()));
+        }
+    }
+}
+
+#[test]
+fn a_group_member_over_websocket_resumes_from_its_commits_and_shares_partitions() {
+    let config = ConfigFile::new(
+        "ws-group",
+        "group_initial_rebalance_delay_ms = 0\nws_group_session_timeout_ms = 6000\n",
+    );
+    let serve = Serve::start_in(
+        std::env::temp_dir().join(format!("weir-ws-group-{}", std::process::id())),
+        &config.args(),
+    );
+    create(&serve, "g", 2);
+    let records: Vec<Value> = (0..20)
+        .map(|i| json!({"value": format!("v{i}"), "partition": i % 2}))
+        .collect();
+    rest(
+        &serve,
+        "POST",
+        "/topics/g/records",
+        &json!({"encoding": "utf8", "records": records}),
+    );
+
+    let mut first = Ws::open(&serve);
+    first.send(&json!({"op": "subscribe", "topic": "g", "group": "billing", "from": "earliest", "encoding": "utf8"}));
+    let mut got = Vec::new();
+    assert_eq!(
+        until(&mut first, "subscribed", &mut got)["group"],
+        "billing"
+    );
+    let assigned = until(&mut first, "assigned", &mut got);
+    assert_eq!(
+        assigned["partitions"],
+        json!([{"partition": 0, "offset": 0}, {"partition": 1, "offset": 0}])
+    );
+    while got.len() < 20 {
+        let m = first.message();
+        for r in m["records"].as_array().expect("records") {
+            got.push((m["partition"].as_i64().expect("p"), r.clone()));
+        }
+    }
+    first.send(&json!({"op": "ack", "ref": "a0", "topic": "g", "partition": 0, "offset": 4}));
+    let acked = first.message();
+    assert_eq!(
+        (
+            acked["type"].as_str(),
+            acked["ref"].as_str(),
+            &acked["offset"]
+        ),
+        (Some("acked"), Some("a0"), &json!(4))
+    );
+    first.send(&json!({"op": "ack", "topic": "g", "partition": 1, "offset": 6}));
+    assert_eq!(first.message()["type"], "acked");
+    // The commits are the group's: Kafka tools and REST see them.
+    let offsets = rest(&serve, "GET", "/groups/billing/offsets", &Value::Null);
+    assert_eq!(offsets["lag"], 5 + 3, "{offsets}");
+    drop(first);
+
+    // Reconnect: the new member starts where the commits say.
+    let mut second = Ws::open(&serve);
+    second.send(&json!({"op": "subscribe", "topic": "g", "group": "billing", "encoding": "utf8"}));
+    let mut resumed = Vec::new();
+    until(&mut second, "subscribed", &mut resumed);
+    let assigned = until(&mut second, "assigned", &mut resumed);
+    assert_eq!(
+        assigned["partitions"],
+        json!([{"partition": 0, "offset": 5}, {"partition": 1, "offset": 7}])
+    );
+    while resumed.len() < 8 {
+        let m = second.message();
+        for r in m["records"].as_array().expect("records") {
+            resumed.push((m["partition"].as_i64().expect("p"), r.clone()));
+        }
+    }
+    let mut firsts: Vec<(i64, i64)> = (0..2)
+        .map(|p| {
+            (
+                p,
+                resumed
+                    .iter()
+                    .find(|(q, _)| *q == p)
+                    .map(|(_, r)| r["offset"].as_i64().expect("o"))
+                    .expect("records"),
+            )
+        })
+        .collect();
+    firsts.sort();
+    assert_eq!(firsts, vec![(0, 5), (1, 7)]);
+
+    // A second member: the group rebalances and each gets one partition.
+    let mut third = Ws::open(&serve);
+    third.send(&json!({"op": "subscribe", "topic": "g", "group": "billing", "encoding": "utf8"}));
+    let mut ignored = Vec::new();
+    until(&mut third, "subscribed", &mut ignored);
+    let theirs = until(&mut third, "assigned", &mut ignored);
+    let ours = until(&mut second, "assigned", &mut ignored);
+    let mut split: Vec<i64> = [&theirs, &ours]
+        .iter()
+        .flat_map(|a| {
+            a["partitions"]
+                .as_array()
+                .expect("partitions")
+                .iter()
+                .map(|p| p["partition"].as_i64().expect("p"))
+        })
+        .collect();
+    split.sort();
+    assert_eq!(split, vec![0, 1], "{theirs} {ours}");
+    let described = rest(&serve, "GET", "/groups/billing", &Value::Null);
+    assert_eq!(
+        described["members"].as_array().map(Vec::len),
+        Some(2),
+        "{described}"
+    );
 }

@@ -19,6 +19,7 @@
 
 mod feed;
 pub(crate) mod frame;
+mod group;
 mod subscription;
 
 use std::cell::Cell;
@@ -128,6 +129,9 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Conn { stream, mut buf } = conn;
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| String::new(), |a| format!("/{}", a.ip()));
     let (mut read_half, write_half) = stream.into_split();
     let metrics = &broker.metrics;
     let writer = Rc::new(Writer {
@@ -149,6 +153,8 @@ pub(crate) async fn serve(
         broker: broker.clone(),
         writer: writer.clone(),
         subscriptions: HashMap::new(),
+        member: None,
+        peer,
     };
     let max = broker.config.ws_max_message_bytes;
     let ping_every = broker.config.ws_ping_interval;
@@ -206,6 +212,10 @@ pub(crate) async fn serve(
     for (_, task) in session.subscriptions.drain() {
         task.abort();
     }
+    if let Some(member) = session.member.take() {
+        // The member task leaves the group and ends its streams.
+        let _ = member.try_send(group::Command::Leave);
+    }
     if let Some(violation) = close {
         writer.close(violation.code, &violation.reason).await;
     }
@@ -220,7 +230,14 @@ struct Session {
     broker: Arc<Broker>,
     writer: Rc<Writer>,
     subscriptions: HashMap<(String, i32), tokio::task::JoinHandle<()>>,
+    /// The group member acting for this client, if it subscribed as one.
+    member: Option<tokio::sync::mpsc::Sender<group::Command>>,
+    /// The client's address, as group descriptions show it.
+    peer: String,
 }
+
+/// Commands queued for a connection's group member (acks wait when it is behind).
+const MEMBER_COMMANDS_MAX: usize = 64;
 
 /// Handles one frame: Ok(false) when the client closed, Err when it broke the protocol.
 async fn on_frame(
@@ -319,9 +336,14 @@ async fn on_message(session: &mut Session, text: &str) -> Option<Value> {
         Some("subscribe") => subscribe(session, doc).await,
         Some("unsubscribe") => unsubscribe(session, doc),
         Some("produce") => produce(session, doc).await,
+        Some("ack") => match ack(session, doc).await {
+            // The member answers acks itself, once committed.
+            Ok(()) => return None,
+            Err(refusal) => Err(refusal),
+        },
         _ => Err((
             "bad_request",
-            "\"op\" must be subscribe, unsubscribe or produce".to_string(),
+            "\"op\" must be subscribe, unsubscribe, produce or ack".to_string(),
         )),
     };
     Some(match answer {
@@ -395,6 +417,9 @@ fn topic_and_partitions(
 }
 
 async fn subscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
+    if doc.contains_key("group") {
+        return subscribe_as_member(session, doc);
+    }
     check_fields(
         doc,
         &["op", "ref", "topic", "partitions", "from", "encoding"],
@@ -464,6 +489,93 @@ async fn subscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
         .map(|(p, o)| json!({"partition": p, "offset": o}))
         .collect();
     Ok(json!({"type": "subscribed", "topic": topic.name, "partitions": partitions}))
+}
+
+/// `{"op":"subscribe","topic","group","from"?,"encoding"?}`: the gateway joins the group for
+/// the client; `from` ("latest" or "earliest") is where partitions without a committed offset
+/// start. The partitions come with an `assigned` message, and again after each rebalance.
+fn subscribe_as_member(session: &mut Session, doc: &Map<String, Value>) -> Answer {
+    check_fields(doc, &["op", "ref", "topic", "group", "from", "encoding"])?;
+    if session.member.is_some() {
+        return Err((
+            "bad_request",
+            "this connection is already a group member; open another for another group".into(),
+        ));
+    }
+    let group = match doc.get("group").and_then(Value::as_str) {
+        Some(g) if !g.is_empty() => g.to_string(),
+        _ => return Err(("bad_request", "\"group\" must be a group id".into())),
+    };
+    let (topic, _) = topic_and_partitions(&session.broker, doc)?;
+    let encoding = Encoding::parse(doc.get("encoding").and_then(Value::as_str))
+        .map_err(|e| ("bad_request", e))?;
+    let reset = match doc.get("from") {
+        None => group::Reset::Latest,
+        Some(Value::String(s)) if s == "latest" => group::Reset::Latest,
+        Some(Value::String(s)) if s == "earliest" => group::Reset::Earliest,
+        _ => {
+            return Err((
+                "bad_request",
+                "in a group, \"from\" is \"latest\" or \"earliest\" (for partitions the group \
+                 has not committed)"
+                    .into(),
+            ))
+        }
+    };
+    let (commands, receiver) = tokio::sync::mpsc::channel(MEMBER_COMMANDS_MAX);
+    let spec = group::Spec {
+        group: group.clone(),
+        topic: topic.clone(),
+        encoding,
+        reset,
+        client_host: session.peer.clone(),
+    };
+    tokio::task::spawn_local(group::run(
+        session.broker.clone(),
+        session.writer.clone(),
+        spec,
+        receiver,
+    ));
+    session.member = Some(commands);
+    Ok(json!({"type": "subscribed", "topic": topic.name, "group": group}))
+}
+
+/// `{"op":"ack","topic","partition","offset"}`: the client is done with the partition's records
+/// up to `offset`; the member commits `offset + 1`.
+async fn ack(session: &mut Session, doc: &Map<String, Value>) -> Result<(), Refusal> {
+    check_fields(doc, &["op", "ref", "topic", "partition", "offset"])?;
+    let Some(member) = &session.member else {
+        return Err((
+            "bad_request",
+            "acks are for group subscriptions (subscribe with \"group\")".into(),
+        ));
+    };
+    let topic = doc
+        .get("topic")
+        .and_then(Value::as_str)
+        .ok_or(("bad_request", "\"topic\" must be a topic name".to_string()))?;
+    let partition = doc
+        .get("partition")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or(("bad_request", "\"partition\" must be a number".to_string()))?;
+    let offset = doc
+        .get("offset")
+        .and_then(Value::as_i64)
+        .filter(|o| *o >= 0)
+        .ok_or((
+            "bad_request",
+            "\"offset\" must be a record's offset".to_string(),
+        ))?;
+    member
+        .send(group::Command::Ack {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            reference: doc.get("ref").cloned(),
+        })
+        .await
+        .map_err(|_| ("group_failed", "the group membership ended".to_string()))
 }
 
 fn unsubscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
