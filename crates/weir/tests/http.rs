@@ -491,3 +491,47 @@ fn rest_and_confluent_kafka_read_each_others_records() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The dashboard in headless Chromium (Debian's package, driven by playwright-core): the live
+/// tail shows records a Kafka client produces and the chart updates. The screenshot is kept at
+/// `target/test-artifacts/dashboard.png`.
+#[test]
+fn the_dashboard_shows_live_records_in_a_real_browser() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = std::path::Path::new(&chromium).exists()
+        && root
+            .join("tests/clients/node_modules/playwright-core")
+            .exists();
+    if !ready {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "chromium or playwright-core missing: scripts/test installs them"
+        );
+        eprintln!("SKIPPED: chromium or playwright-core missing (scripts/test installs them)");
+        return;
+    }
+    let serve = Serve::start();
+    let artifacts = root.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let screenshot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/clients/dashboard.js"))
+        .args([serve.kafka.as_str(), serve.http.as_str()])
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK dashboard"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&screenshot).expect("screenshot saved");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+}

@@ -19,6 +19,7 @@ use crate::partition::{FetchOutcome, PartitionSummary, ProduceOutcome, ShardMsg}
 
 /// Every route: method and path pattern (`{name}` is one path segment), as in `/openapi.json`.
 pub(crate) const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -34,6 +35,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ws"),
 ];
 
+/// The dashboard: one page, its script and styles inline, nothing fetched from elsewhere.
+const DASHBOARD: &str = include_str!("dashboard/index.html");
+
 /// The OpenAPI document served at `/openapi.json`.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
@@ -48,6 +52,7 @@ pub(crate) async fn route(broker: &Arc<Broker>, request: &Request) -> Response {
     let segments: Vec<&str> = request.segments.iter().map(String::as_str).collect();
     let method = request.method.as_str();
     let response = match (method, segments.as_slice()) {
+        ("GET", []) => Response::new(200, "text/html; charset=utf-8", DASHBOARD),
         ("GET", ["health"]) => Response::new(200, "text/plain", "ok\n"),
         ("GET", ["metrics"]) => Response::new(
             200,
