@@ -10,6 +10,7 @@ mod histogram;
 mod lean;
 mod library;
 mod progress;
+mod ws;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use weir_client::{Admin, Config};
 pub const USAGE: &str = "usage: weir bench produce [--lean] [options]
        weir bench consume [--lean] [options]
        weir bench e2e [options]
+       weir bench ws [options]   (WebSocket fan-out: weir bench ws --help)
 
   --bootstrap   broker address (env WEIR_BOOTSTRAP; default 127.0.0.1:9092)
   --topic       topic, created with --partitions if missing (weir-bench)
@@ -189,6 +191,11 @@ impl Bench {
 /// Runs `weir bench <args>`; `Err` carries (exit code, message).
 pub fn run(args: &[String]) -> Result<(), (u8, String)> {
     let bench = match args.first().map(String::as_str) {
+        Some("ws") if args.get(1).is_some_and(|a| a == "--help" || a == "-h") => {
+            println!("{}", ws::USAGE);
+            return Ok(());
+        }
+        Some("ws") => return ws::run(&args[1..]),
         Some("produce") => Bench::Produce,
         Some("consume") => Bench::Consume,
         Some("e2e") => Bench::E2e,

@@ -26,14 +26,27 @@ const FEED_IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Records one message carries at most.
 pub(crate) const MESSAGE_RECORDS_MAX: usize = 10_000;
 
-/// Records from `first` up to (not including) `next`, as JSON, and the WebSocket frame that
-/// carries them all.
+/// Records from `first` up to (not including) `next`: the WebSocket frame that carries them
+/// all, and where each record's JSON sits in it (so a subscriber that needs only the later
+/// ones builds its frame from those bytes).
 pub(crate) struct Item {
     pub first: i64,
     pub next: i64,
-    /// (offset, the record as JSON)
-    pub records: Vec<(i64, String)>,
     pub frame: Vec<u8>,
+    /// (offset, start, end) of each record's JSON in `frame`.
+    pub spans: Vec<(i64, usize, usize)>,
+}
+
+impl Item {
+    /// (offset, JSON) of the records at or after `offset`.
+    pub fn records_from(&self, offset: i64) -> impl Iterator<Item = (i64, &str)> {
+        self.spans
+            .iter()
+            .filter(move |(o, _, _)| *o >= offset)
+            .filter_map(|(o, start, end)| {
+                Some((*o, std::str::from_utf8(&self.frame[*start..*end]).ok()?))
+            })
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -48,24 +61,33 @@ thread_local! {
     static FEEDS: RefCell<HashMap<Key, broadcast::Sender<Arc<Item>>>> = RefCell::new(HashMap::new());
 }
 
-/// The `records` message for `records`, as a text frame.
+/// The `records` message for `records` as a text frame, and where each record sits in it.
 pub(crate) fn records_frame<'a>(
     topic: &str,
     partition: i32,
-    records: impl Iterator<Item = &'a str>,
-) -> Vec<u8> {
+    records: impl Iterator<Item = (i64, &'a str)>,
+) -> (Vec<u8>, Vec<(i64, usize, usize)>) {
     let mut text = format!(
         "{{\"type\":\"records\",\"topic\":{},\"partition\":{partition},\"records\":[",
         serde_json::Value::from(topic)
     );
-    for (i, record) in records.enumerate() {
+    let mut spans = Vec::new();
+    for (i, (offset, record)) in records.enumerate() {
         if i > 0 {
             text.push(',');
         }
+        spans.push((offset, text.len(), text.len() + record.len()));
         text.push_str(record);
     }
     text.push_str("]}");
-    super::frame::encode(super::frame::OP_TEXT, text.as_bytes())
+    let frame = super::frame::encode(super::frame::OP_TEXT, text.as_bytes());
+    // The frame is the text behind a header of this many bytes.
+    let header = frame.len() - text.len();
+    let spans = spans
+        .into_iter()
+        .map(|(o, start, end)| (o, start + header, end + header))
+        .collect();
+    (frame, spans)
 }
 
 /// Reads `max_bytes` of the partition from `offset` and turns the records into JSON: the item,
@@ -110,21 +132,21 @@ pub(crate) async fn read(
         .iter()
         .map(|r| (r["offset"].as_i64().unwrap_or(-1), r.to_string()))
         .collect();
-    let frame = if records.is_empty() {
-        Vec::new()
+    let (frame, spans) = if records.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
         records_frame(
             &topic.name,
             partition,
-            records.iter().map(|(_, r)| r.as_str()),
+            records.iter().map(|(o, r)| (*o, r.as_str())),
         )
     };
     Ok((
         Item {
             first: offset,
             next: decoded.next_offset,
-            records,
             frame,
+            spans,
         },
         outcome.end,
     ))
@@ -176,7 +198,7 @@ async fn run(
         };
         if item.next > position {
             position = item.next;
-            if !item.records.is_empty() {
+            if !item.spans.is_empty() {
                 broker
                     .metrics
                     .ws_feed_messages
