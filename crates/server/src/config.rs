@@ -36,9 +36,12 @@ pub struct ServerConfig {
     /// `ws_ping_interval_ms`: how often the broker pings a WebSocket client; one that sends
     /// nothing for twice this is closed.
     pub ws_ping_interval: Duration,
-    /// `ws_feed_buffer_messages`: records messages a shard's live feed of a partition keeps for
-    /// its subscribers; one that falls further behind reads on its own from its offset.
-    pub ws_feed_buffer_messages: usize,
+    /// `ws_feed_buffer_bytes`: the latest records messages a shard's live feed of a partition
+    /// keeps for its subscribers; one that falls further behind reads the log on its own.
+    pub ws_feed_buffer_bytes: usize,
+    /// `ws_catchup_reads`: reads of subscribers behind their feed running at once per shard
+    /// (each holds up to `ws_fetch_max_bytes` of records until written).
+    pub ws_catchup_reads: usize,
     /// `ws_fetch_max_bytes`: stored bytes one feed or catch-up read takes from a partition.
     pub ws_fetch_max_bytes: usize,
     /// `ws_group_session_timeout_ms`: the session timeout of the group members the gateway
@@ -161,8 +164,9 @@ impl Default for ServerConfig {
             http_decompressed_batch_max_bytes: 16 * 1024 * 1024,
             ws_max_message_bytes: 1024 * 1024,
             ws_ping_interval: Duration::from_secs(20),
-            ws_feed_buffer_messages: 64,
-            ws_fetch_max_bytes: 256 * 1024,
+            ws_feed_buffer_bytes: 8 * 1024 * 1024,
+            ws_catchup_reads: 16,
+            ws_fetch_max_bytes: 64 * 1024,
             ws_group_session_timeout: Duration::from_secs(30),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,

@@ -395,7 +395,7 @@ fn records_produced_over_the_socket_are_answered_with_their_offsets() {
 fn a_subscriber_that_stops_reading_is_paused_at_its_offset_without_growing_memory() {
     let config = ConfigFile::new(
         "ws-slow",
-        "ws_feed_buffer_messages = 4\nws_fetch_max_bytes = 65536\n",
+        "ws_feed_buffer_bytes = 65536\nws_fetch_max_bytes = 65536\n",
     );
     let serve = Serve::start_in(
         std::env::temp_dir().join(format!("weir-ws-slow-{}", std::process::id())),

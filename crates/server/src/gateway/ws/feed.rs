@@ -2,18 +2,19 @@
 //! every WebSocket subscriber on that shard. The records are read and turned into JSON once per
 //! shard, and the WebSocket frame is built once, then written to each subscriber's socket.
 //!
-//! A subscriber that cannot keep up is not buffered for: the broadcast ring is bounded
-//! (`ws_feed_buffer_messages`), and a subscriber that falls behind it is paused at its offset
-//! and reads on its own from there, at the pace its socket takes, until it reaches the feed
-//! again (`subscription.rs`).
+//! A subscriber that cannot keep up is not buffered for: the feed keeps its latest messages up
+//! to `ws_feed_buffer_bytes`, every subscriber writes from there at its own pace, and one that
+//! falls behind what the feed still holds is paused at its offset and reads the log on its own
+//! (`ws_catchup_reads` such reads at once per shard) until it is back inside the feed.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use weir_broker::topics::Topic;
 use weir_kafka::error_code;
 
@@ -58,7 +59,7 @@ struct Key {
 
 thread_local! {
     /// This shard's feeds.
-    static FEEDS: RefCell<HashMap<Key, broadcast::Sender<Arc<Item>>>> = RefCell::new(HashMap::new());
+    static FEEDS: RefCell<HashMap<Key, Rc<Feed>>> = RefCell::new(HashMap::new());
 }
 
 /// The `records` message for `records` as a text frame, and where each record sits in it.
@@ -152,44 +153,121 @@ pub(crate) async fn read(
     ))
 }
 
-/// A receiver of this shard's feed of the partition, started at `offset` if there is none.
-pub(crate) fn subscribe(
+/// A shard's live feed of one partition in one encoding: the latest records messages, built
+/// once, that every subscriber on the shard writes from.
+pub(crate) struct Feed {
+    history: RefCell<History>,
+    /// The offset after the newest message: subscribers wait for it to move.
+    position: watch::Sender<i64>,
+    subscribers: Cell<usize>,
+}
+
+#[derive(Default)]
+struct History {
+    /// Contiguous: each item starts where the one before ends.
+    items: VecDeque<Arc<Item>>,
+    bytes: usize,
+}
+
+/// What a subscriber at some offset gets from its feed.
+pub(crate) enum Next {
+    /// Messages to write (the first may start before the offset), and the offset after them.
+    Items(Vec<Arc<Item>>, i64),
+    /// The feed no longer holds the offset: read it from the log.
+    Behind,
+    /// Nothing after the offset yet: wait for the position to move.
+    UpToDate,
+}
+
+impl Feed {
+    /// The messages from `offset` on, at most `max_bytes` of them (at least one).
+    pub fn after(&self, offset: i64, max_bytes: usize) -> Next {
+        let history = self.history.borrow();
+        let start = history
+            .items
+            .front()
+            .map_or(*self.position.borrow(), |item| item.first);
+        if offset < start {
+            return Next::Behind;
+        }
+        let from = history.items.partition_point(|item| item.next <= offset);
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut next = offset;
+        for item in history.items.range(from..) {
+            if !items.is_empty() && bytes + item.frame.len() > max_bytes {
+                break;
+            }
+            bytes += item.frame.len();
+            next = item.next;
+            items.push(item.clone());
+        }
+        if items.is_empty() {
+            Next::UpToDate
+        } else {
+            Next::Items(items, next)
+        }
+    }
+
+    /// Changes whenever a message is added (and ends when the feed stops).
+    pub fn watch(&self) -> watch::Receiver<i64> {
+        self.position.subscribe()
+    }
+}
+
+/// A subscriber's hold on its feed; the feed stops once nobody holds it.
+pub(crate) struct Joined {
+    pub feed: Rc<Feed>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.feed
+            .subscribers
+            .set(self.feed.subscribers.get().saturating_sub(1));
+    }
+}
+
+/// Joins this shard's feed of the partition, started at `offset` if there is none.
+pub(crate) fn join(
     broker: &Arc<Broker>,
     topic: &Arc<Topic>,
     partition: i32,
     encoding: Encoding,
     offset: i64,
-) -> broadcast::Receiver<Arc<Item>> {
+) -> Joined {
     let key = Key {
         topic_id: topic.id,
         partition,
         encoding,
     };
-    FEEDS.with(|feeds| {
+    let feed = FEEDS.with(|feeds| {
         let mut feeds = feeds.borrow_mut();
-        if let Some(sender) = feeds.get(&key) {
-            return sender.subscribe();
+        if let Some(feed) = feeds.get(&key) {
+            return feed.clone();
         }
-        let (sender, receiver) = broadcast::channel(broker.config.ws_feed_buffer_messages.max(1));
-        feeds.insert(key.clone(), sender.clone());
+        let feed = Rc::new(Feed {
+            history: RefCell::new(History::default()),
+            position: watch::channel(offset).0,
+            subscribers: Cell::new(0),
+        });
+        feeds.insert(key.clone(), feed.clone());
         broker.metrics.ws_feeds.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_local(run(broker.clone(), topic.clone(), key, sender, offset));
-        receiver
-    })
+        tokio::task::spawn_local(run(broker.clone(), topic.clone(), key, feed.clone()));
+        feed
+    });
+    feed.subscribers.set(feed.subscribers.get() + 1);
+    Joined { feed }
 }
 
-async fn run(
-    broker: Arc<Broker>,
-    topic: Arc<Topic>,
-    key: Key,
-    sender: broadcast::Sender<Arc<Item>>,
-    mut position: i64,
-) {
+async fn run(broker: Arc<Broker>, topic: Arc<Topic>, key: Key, feed: Rc<Feed>) {
+    let limit = broker.config.ws_feed_buffer_bytes;
     loop {
-        // Nobody listens any more: stop.
-        if sender.receiver_count() == 0 {
+        // Nobody follows it any more: stop.
+        if feed.subscribers.get() == 0 {
             break;
         }
+        let position = *feed.position.borrow();
         let (item, end) = match read(&broker, &topic, key.partition, position, key.encoding).await {
             Ok(read) => read,
             // Deleted, truncated past us, unreadable: the subscribers find out on their own
@@ -197,17 +275,31 @@ async fn run(
             Err(_) => break,
         };
         if item.next > position {
-            position = item.next;
+            let next = item.next;
             if !item.spans.is_empty() {
                 broker
                     .metrics
                     .ws_feed_messages
                     .fetch_add(1, Ordering::Relaxed);
-                let _ = sender.send(Arc::new(item));
+                let mut history = feed.history.borrow_mut();
+                history.bytes += item.frame.len();
+                history.items.push_back(Arc::new(item));
+                while history.bytes > limit && history.items.len() > 1 {
+                    if let Some(old) = history.items.pop_front() {
+                        history.bytes -= old.frame.len();
+                    }
+                }
+            } else {
+                // Only control batches: nothing to show, but the feed moves past them (and
+                // history must stay contiguous, so it starts again from here).
+                let mut history = feed.history.borrow_mut();
+                history.items.clear();
+                history.bytes = 0;
             }
+            feed.position.send_replace(next);
             continue;
         }
-        // Nothing new: sleep until the log end moves (or check for listeners now and then).
+        // Nothing new: sleep until the log end moves (or check for subscribers now and then).
         match end {
             Some(mut end) => {
                 let _ = tokio::time::timeout(FEED_IDLE_CHECK, end.changed()).await;
@@ -217,4 +309,25 @@ async fn run(
     }
     FEEDS.with(|feeds| feeds.borrow_mut().remove(&key));
     broker.metrics.ws_feeds.fetch_sub(1, Ordering::Relaxed);
+    // Dropping the feed's last handles ends the position watch: subscribers join a new one.
+}
+
+thread_local! {
+    /// Reads of subscribers behind their feed on this shard (made on first use).
+    static CATCHING_UP: RefCell<Option<Arc<tokio::sync::Semaphore>>> = const { RefCell::new(None) };
+}
+
+/// A permit for one catch-up read and its write (`ws_catchup_reads` at once per shard), so
+/// subscribers far behind cannot each hold a read's worth of records in memory.
+pub(crate) async fn catch_up_permit(broker: &Broker) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let semaphore = CATCHING_UP.with(|s| {
+        s.borrow_mut()
+            .get_or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    broker.config.ws_catchup_reads.max(1),
+                ))
+            })
+            .clone()
+    });
+    semaphore.acquire_owned().await.ok()
 }

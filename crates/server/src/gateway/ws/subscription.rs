@@ -2,25 +2,21 @@
 //! then follow the shard's live feed; back to its own reads whenever it falls behind the feed
 //! (paused at its offset, never buffered for).
 //!
-//! A subscriber that is behind the feed but still inside its ring takes every frame that is
-//! waiting and writes them in one call: the more subscribers there are, the fewer, larger
-//! writes each makes, instead of one system call per message per subscriber.
+//! A subscriber that is behind the feed but still inside what it holds takes every message
+//! that is waiting and writes them in one call: the more subscribers there are, the fewer,
+//! larger writes each makes, instead of one system call per message per subscriber.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use weir_broker::topics::Topic;
 
-use super::feed::{self, records_frame, Item};
+use super::feed::{self, records_frame, Item, Next};
 use super::Writer;
 use crate::broker::Broker;
 use crate::gateway::records::Encoding;
-
-/// Most bytes of waiting frames a subscriber writes in one go.
-const BATCH_BYTES_MAX: usize = 256 * 1024;
 
 pub(crate) async fn run(
     broker: Arc<Broker>,
@@ -35,90 +31,92 @@ pub(crate) async fn run(
     let _gone = scopeguard(|| {
         metrics.ws_subscriptions.fetch_sub(1, Ordering::Relaxed);
     });
+    let mut joined: Option<(feed::Joined, tokio::sync::watch::Receiver<i64>)> = None;
+    // Whether the last records came from the feed (for counting falls behind it).
+    let mut live = false;
     loop {
-        // Catch up: read from our offset until there is nothing more.
-        loop {
-            match feed::read(&broker, &topic, partition, offset, encoding).await {
-                Err(code) => {
-                    let message = json!({
-                        "type": "error",
-                        "error": "subscription_ended",
-                        "topic": topic.name,
-                        "partition": partition,
-                        "message": format!(
-                            "reading from offset {offset} failed (Kafka error code {code}): \
-                             the topic was deleted or the offset is no longer in the log"
-                        ),
-                    });
-                    writer.send_text(&message.to_string()).await;
-                    return;
-                }
-                Ok((item, _)) => {
-                    if item.next <= offset {
-                        break;
-                    }
-                    if !item.spans.is_empty() && !writer.send(&item.frame).await {
-                        return;
-                    }
-                    offset = item.next;
-                }
+        let (feed, position) = match &mut joined {
+            Some((joined, position)) => (joined.feed.clone(), position),
+            None => {
+                let joining = feed::join(&broker, &topic, partition, encoding, offset);
+                let position = joining.feed.watch();
+                let (joining, position) = joined.insert((joining, position));
+                (joining.feed.clone(), position)
             }
-        }
-        // Live: follow the shard's feed of the partition.
-        let mut live = feed::subscribe(&broker, &topic, partition, encoding, offset);
-        loop {
-            let mut batch = Batch::default();
-            let mut next = Some(live.recv().await);
-            let mut rejoin = false;
-            while let Some(received) = next.take() {
-                let item = match received {
-                    Ok(item) => item,
-                    // Fell behind the feed's ring: paused at `offset`, read on our own again.
-                    Err(RecvError::Lagged(_)) => {
-                        metrics.ws_lagged.fetch_add(1, Ordering::Relaxed);
-                        rejoin = true;
-                        break;
-                    }
-                    // The feed stopped (its partition is gone or unreadable): our own read says.
-                    Err(RecvError::Closed) => {
-                        rejoin = true;
-                        break;
-                    }
-                };
-                if item.first > offset {
-                    // Records between our offset and the feed's: read them ourselves.
-                    rejoin = true;
-                    break;
-                }
-                if item.next > offset {
+        };
+        // Seen before looking, so a message added after the look wakes the wait below.
+        position.borrow_and_update();
+        match feed.after(offset, BATCH_BYTES_MAX) {
+            Next::Items(items, next) => {
+                live = true;
+                let mut batch = Batch::default();
+                for item in items {
                     batch.add(&topic.name, partition, item, offset);
                     offset = batch.next;
                 }
-                if batch.bytes < BATCH_BYTES_MAX {
-                    next = match live.try_recv() {
-                        Err(TryRecvError::Empty) => None,
-                        Ok(item) => Some(Ok(item)),
-                        Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                    };
+                if !batch.send(&writer).await {
+                    return;
+                }
+                debug_assert_eq!(offset, next);
+            }
+            Next::Behind => {
+                if live {
+                    metrics.ws_lagged.fetch_add(1, Ordering::Relaxed);
+                    live = false;
+                }
+                let Some(_permit) = feed::catch_up_permit(&broker).await else {
+                    return;
+                };
+                match feed::read(&broker, &topic, partition, offset, encoding).await {
+                    Err(code) => {
+                        let message = json!({
+                            "type": "error",
+                            "error": "subscription_ended",
+                            "topic": topic.name,
+                            "partition": partition,
+                            "message": format!(
+                                "reading from offset {offset} failed (Kafka error code {code}): \
+                                 the topic was deleted or the offset is no longer in the log"
+                            ),
+                        });
+                        writer.send_text(&message.to_string()).await;
+                        return;
+                    }
+                    Ok((item, _)) if item.next > offset => {
+                        if !item.spans.is_empty() && !writer.send(&item.frame).await {
+                            return;
+                        }
+                        offset = item.next;
+                    }
+                    // Nothing at our offset in the log yet, though the feed is past it: the
+                    // feed was started further on. Wait for records like anyone else.
+                    Ok(_) => {
+                        drop(_permit);
+                        if position.changed().await.is_err() {
+                            joined = None;
+                        }
+                    }
                 }
             }
-            if !batch.parts.is_empty() && !batch.send(&writer).await {
-                return;
-            }
-            if rejoin {
-                break;
+            Next::UpToDate => {
+                // The feed stopped (its partition is gone, or it was idle with no subscriber
+                // for a moment): join it again, which says what happened.
+                if position.changed().await.is_err() {
+                    joined = None;
+                }
             }
         }
     }
 }
+
+/// Most bytes of waiting messages a subscriber writes in one go.
+const BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// Frames gathered for one write: whole feed frames, or a frame of an item's later records
 /// (a subscriber that joined in the middle of one).
 #[derive(Default)]
 struct Batch {
     parts: Vec<Part>,
-    bytes: usize,
     next: i64,
 }
 
@@ -129,14 +127,10 @@ enum Part {
 
 impl Batch {
     fn add(&mut self, topic: &str, partition: i32, item: Arc<Item>, offset: i64) {
-        let part = if item.first == offset {
+        let part = if item.first >= offset {
             Part::Shared(item.clone())
         } else {
             Part::Own(records_frame(topic, partition, item.records_from(offset)).0)
-        };
-        self.bytes += match &part {
-            Part::Shared(item) => item.frame.len(),
-            Part::Own(frame) => frame.len(),
         };
         self.next = item.next;
         self.parts.push(part);
