@@ -27,8 +27,10 @@ pub struct ServerConfig {
     /// `http_idle_timeout_ms`: an HTTP connection with no request for this long is closed; a
     /// response the client does not take within it closes the connection too.
     pub http_idle_timeout: Duration,
-    /// `http_decompressed_batch_max_bytes`: a compressed batch read for an HTTP or WebSocket
-    /// client may expand to at most this (the Kafka path never decompresses).
+    /// `http_decompressed_batch_max_bytes`: what one read for an HTTP or WebSocket client
+    /// decompresses at most over all its batches, and the key, value and header bytes it turns
+    /// into JSON at most (the Kafka path never decompresses); a single batch that expands past
+    /// it cannot be read over HTTP.
     pub http_decompressed_batch_max_bytes: usize,
     /// `ws_max_message_bytes`: largest WebSocket message a client may send (one frame or the
     /// fragments of one message); a larger one closes the connection with 1009.
@@ -39,6 +41,8 @@ pub struct ServerConfig {
     /// `ws_feed_buffer_bytes`: the latest records messages a shard's live feed of a partition
     /// keeps for its subscribers; one that falls further behind reads the log on its own.
     pub ws_feed_buffer_bytes: usize,
+    /// `ws_max_subscriptions`: partitions one WebSocket connection may follow at once.
+    pub ws_max_subscriptions: usize,
     /// `ws_catchup_reads`: reads of subscribers behind their feed running at once per shard
     /// (each holds up to `ws_fetch_max_bytes` of records until written).
     pub ws_catchup_reads: usize,
@@ -165,7 +169,8 @@ impl Default for ServerConfig {
             ws_max_message_bytes: 1024 * 1024,
             ws_ping_interval: Duration::from_secs(20),
             ws_feed_buffer_bytes: 8 * 1024 * 1024,
-            ws_catchup_reads: 16,
+            ws_catchup_reads: 64,
+            ws_max_subscriptions: 4096,
             ws_fetch_max_bytes: 64 * 1024,
             ws_group_session_timeout: Duration::from_secs(30),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -33,6 +33,11 @@ use weir_log::Flusher;
 use broker::Broker;
 pub use config::ServerConfig;
 
+/// WebSocket framing for Weir's own clients of the HTTP gateway (`weir bench ws`, tests).
+pub mod websocket {
+    pub use crate::gateway::ws_frames::{client_frame, server_frame_at};
+}
+
 /// A running broker.
 pub struct Server {
     kafka_addr: SocketAddr,

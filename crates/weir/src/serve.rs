@@ -33,6 +33,7 @@ struct FileConfig {
     ws_ping_interval_ms: Option<u64>,
     ws_feed_buffer_bytes: Option<usize>,
     ws_catchup_reads: Option<usize>,
+    ws_max_subscriptions: Option<usize>,
     ws_fetch_max_bytes: Option<usize>,
     ws_group_session_timeout_ms: Option<u64>,
     shards: Option<usize>,
@@ -165,12 +166,16 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             }
             config.ws_feed_buffer_bytes = n;
         }
-        "ws_catchup_reads" => {
+        "ws_catchup_reads" | "ws_max_subscriptions" => {
             let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if !(1..=100_000).contains(&n) {
-                return Err(bad("must be between 1 and 100000"));
+            if !(1..=1_000_000).contains(&n) {
+                return Err(bad("must be between 1 and 1000000"));
             }
-            config.ws_catchup_reads = n;
+            if key == "ws_catchup_reads" {
+                config.ws_catchup_reads = n;
+            } else {
+                config.ws_max_subscriptions = n;
+            }
         }
         "ws_group_session_timeout_ms" => {
             let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
@@ -339,6 +344,10 @@ pub fn resolve(
             (
                 "ws_catchup_reads",
                 parsed.ws_catchup_reads.map(|n| n.to_string()),
+            ),
+            (
+                "ws_max_subscriptions",
+                parsed.ws_max_subscriptions.map(|n| n.to_string()),
             ),
             (
                 "ws_fetch_max_bytes",
@@ -530,7 +539,7 @@ mod tests {
              quota_request_percentage = 150.5\nlog_retention_check_interval_ms = 2500\n\
              http_max_body_bytes = 65536\nhttp_max_header_bytes = 4096\nhttp_max_connections = 9\n\
              http_idle_timeout_ms = 1500\nhttp_decompressed_batch_max_bytes = 1048576\n\
-             ws_max_message_bytes = 2048\nws_ping_interval_ms = 50\nws_feed_buffer_bytes = 5000\nws_catchup_reads = 2\n\
+             ws_max_message_bytes = 2048\nws_ping_interval_ms = 50\nws_feed_buffer_bytes = 5000\nws_catchup_reads = 2\nws_max_subscriptions = 9\n\
              ws_fetch_max_bytes = 4096\nws_group_session_timeout_ms = 7000\n\
              [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
@@ -585,9 +594,10 @@ mod tests {
                 config.ws_ping_interval,
                 config.ws_feed_buffer_bytes,
                 config.ws_catchup_reads,
+                config.ws_max_subscriptions,
                 config.ws_fetch_max_bytes
             ),
-            (2048, Duration::from_millis(50), 5000, 2, 4096)
+            (2048, Duration::from_millis(50), 5000, 2, 9, 4096)
         );
         assert_eq!(config.ws_group_session_timeout, Duration::from_secs(7));
         let defaults = resolve(&[], |_| None).expect("defaults");

@@ -390,7 +390,8 @@ fn bad_requests_get_clear_errors_and_a_healthy_client_carries_on() {
         let body = body.unwrap_or_default();
         c.send_raw(
             format!(
-                "{method} {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}",
+                "{method} {path} HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n{body}",
                 body.len()
             )
             .as_bytes(),
@@ -403,6 +404,14 @@ fn bad_requests_get_clear_errors_and_a_healthy_client_carries_on() {
         }
         check_healthy(&mut healthy);
     }
+    // A POST whose body is not declared JSON (what a form on another site would send).
+    c.send_raw(b"POST /topics/t/records HTTP/1.1\r\nhost: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n{}");
+    let answer = c.read_answer().expect("answer");
+    assert_eq!(
+        (answer.status, answer.json()["error"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    check_healthy(&mut healthy);
     // Answered, then closed: the stream cannot be trusted after these.
     let big = format!(
         "POST /topics/t/records HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
@@ -419,6 +428,14 @@ fn bad_requests_get_clear_errors_and_a_healthy_client_carries_on() {
         (
             "POST /topics/t/records HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
             411,
+        ),
+        (
+            "POST /topics/t/records HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+            400,
+        ),
+        (
+            "POST /topics/t/records HTTP/1.1\r\ncontent-length: +2\r\n\r\n{}",
+            400,
         ),
     ] {
         let mut bad = Client::connect(&serve);

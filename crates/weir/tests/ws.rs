@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{ConfigFile, Serve};
 use serde_json::{json, Value};
+use weir_server::websocket::{client_frame as masked, server_frame_at};
 
 struct Ws {
     stream: TcpStream,
@@ -26,25 +27,6 @@ enum Got {
     Pong,
     /// The connection ended without a close frame.
     Eof,
-}
-
-fn masked(opcode_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![opcode_byte];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend((n as u64).to_be_bytes());
-        }
-    }
-    out.extend(mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }
 
 impl Ws {
@@ -103,35 +85,22 @@ impl Ws {
     fn frame(&mut self) -> Got {
         loop {
             if self.buf.len() >= 2 {
-                let (b0, b1) = (self.buf[0], self.buf[1]);
-                assert_eq!(b1 & 0x80, 0, "server frames are not masked");
-                let (len, at) = match b1 & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&self.buf[2..10]);
-                        (u64::from_be_bytes(b) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
+                assert_eq!(self.buf[1] & 0x80, 0, "server frames are not masked");
+            }
+            if let Some((first, at, end)) = server_frame_at(&self.buf) {
+                let payload = self.buf[at..end].to_vec();
+                self.buf.drain(..end);
+                assert_ne!(first & 0x80, 0, "server frames are whole");
+                return match first & 0x0f {
+                    0x1 => Got::Text(serde_json::from_slice(&payload).expect("JSON")),
+                    0x8 => Got::Close(
+                        u16::from_be_bytes([payload[0], payload[1]]),
+                        String::from_utf8_lossy(&payload[2..]).into_owned(),
+                    ),
+                    0x9 => Got::Ping,
+                    0xA => Got::Pong,
+                    op => panic!("unexpected opcode {op}"),
                 };
-                if len != usize::MAX && self.buf.len() >= at + len {
-                    let payload = self.buf[at..at + len].to_vec();
-                    self.buf.drain(..at + len);
-                    assert_ne!(b0 & 0x80, 0, "server frames are whole");
-                    return match b0 & 0x0f {
-                        0x1 => Got::Text(serde_json::from_slice(&payload).expect("JSON")),
-                        0x8 => Got::Close(
-                            u16::from_be_bytes([payload[0], payload[1]]),
-                            String::from_utf8_lossy(&payload[2..]).into_owned(),
-                        ),
-                        0x9 => Got::Ping,
-                        0xA => Got::Pong,
-                        op => panic!("unexpected opcode {op}"),
-                    };
-                }
             }
             if !self.fill() {
                 return Got::Eof;
@@ -179,7 +148,8 @@ fn rest(serve: &Serve, method: &str, path: &str, body: &Value) -> Value {
     let body = body.to_string();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("write");
@@ -585,6 +555,7 @@ fn bad_frames_close_with_their_code_and_bad_messages_get_errors() {
         ("upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n", "400"),
         ("upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 8\r\n", "426"),
         ("connection: close\r\n", "426"),
+        ("upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\norigin: http://evil.example\r\n", "403"),
     ] {
         let mut s = TcpStream::connect(&serve.http).expect("connect");
         write!(s, "GET /ws HTTP/1.1\r\nhost: t\r\n{headers}\r\n").expect("write");

@@ -16,6 +16,9 @@ use crate::broker::Broker;
 
 /// Headers parsed per request; a request with more is refused (431).
 const HEADERS_MAX: usize = 64;
+/// What a refused connection may still send before it is closed.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bytes read from the socket at a time while looking for the end of the head.
 const READ_CHUNK_BYTES: usize = 4096;
 
@@ -32,6 +35,8 @@ pub(crate) struct Request {
     pub body: Vec<u8>,
     /// The client may send another request on this connection.
     pub keep_alive: bool,
+    /// HTTP/1.1 (not 1.0).
+    pub http11: bool,
 }
 
 impl Request {
@@ -104,6 +109,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -162,6 +168,12 @@ impl Conn {
                 let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
                 let mut parsed = httparse::Request::new(&mut headers);
                 match parsed.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(n)) if n > config.http_max_header_bytes => {
+                        return (
+                            Read::Refuse(too_large_head(config.http_max_header_bytes)),
+                            None,
+                        )
+                    }
                     Ok(httparse::Status::Complete(n)) => break n,
                     Ok(httparse::Status::Partial) => {}
                     Err(httparse::Error::TooManyHeaders) => {
@@ -195,16 +207,7 @@ impl Conn {
             match read_more(&mut self.stream, &mut self.buf, wait).await {
                 Some(0) | None if deadline.is_none() => return (Read::Closed, None),
                 Some(0) => return (Read::Closed, None),
-                None => {
-                    return (
-                        Read::Refuse(Response::error(
-                            408,
-                            "request_timeout",
-                            "the request did not arrive in time",
-                        )),
-                        None,
-                    )
-                }
+                None => return (Read::Refuse(late("request")), None),
                 Some(_) => {}
             }
             deadline.get_or_insert_with(|| Instant::now() + config.request_complete_timeout);
@@ -240,15 +243,33 @@ impl Conn {
                 None,
             );
         }
-        let length = match request.header("content-length").map(str::parse::<usize>) {
+        // Every Content-Length must agree and be digits only (RFC 9110 §8.6): a request
+        // that two readers could frame differently is refused.
+        let lengths: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let length = match lengths.first() {
             None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(_)) => {
+            Some(first)
+                if lengths.iter().all(|l| l == first)
+                    && !first.is_empty()
+                    && first.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                match first.parse::<usize>() {
+                    Ok(n) => n,
+                    // More digits than any size: over every limit.
+                    Err(_) => usize::MAX,
+                }
+            }
+            Some(_) => {
                 return (
                     Read::Refuse(Response::error(
                         400,
                         "bad_request",
-                        "Content-Length is not a number",
+                        "Content-Length is not one decimal number",
                     )),
                     None,
                 )
@@ -293,7 +314,7 @@ impl Conn {
                 }
             }
         };
-        if request.header_has("expect", "100-continue") && self.buf.is_empty() {
+        if request.http11 && request.header_has("expect", "100-continue") && self.buf.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
             let sent = tokio::time::timeout(
                 wait,
@@ -308,21 +329,28 @@ impl Conn {
             let wait = deadline.saturating_duration_since(Instant::now());
             match read_more(&mut self.stream, &mut self.buf, wait).await {
                 Some(0) => return (Read::Closed, None),
-                None => {
-                    return (
-                        Read::Refuse(Response::error(
-                            408,
-                            "request_timeout",
-                            "the body did not arrive in time",
-                        )),
-                        None,
-                    )
-                }
+                None => return (Read::Refuse(late("body")), None),
                 Some(_) => {}
             }
         }
         request.body = self.buf.drain(..length).collect();
         (Read::Request(request), Some(permit))
+    }
+
+    /// Before closing a connection whose request was refused unread: stop sending, then read
+    /// and drop what the client still sends (at most `LINGER_BYTES`, for at most
+    /// `LINGER_TIME`), so it gets the refusal instead of a reset for unread data.
+    pub async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        let mut left = LINGER_BYTES;
+        let until = Instant::now() + LINGER_TIME;
+        while left > 0 {
+            match tokio::time::timeout_at(until, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => return,
+            }
+        }
     }
 
     /// Writes a response; false if the peer is gone or took longer than `timeout` to take it.
@@ -340,6 +368,15 @@ impl Conn {
         };
         matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
     }
+}
+
+/// 408: a started request that did not arrive within `request_complete_timeout_ms`.
+fn late(what: &str) -> Response {
+    Response::error(
+        408,
+        "request_timeout",
+        format!("the {what} did not arrive in time (request_complete_timeout_ms)"),
+    )
 }
 
 fn too_large_head(max: usize) -> Response {
@@ -422,6 +459,7 @@ fn request_of(parsed: &httparse::Request<'_, '_>) -> Result<Request, Response> {
         headers,
         body: Vec::new(),
         keep_alive: false,
+        http11: parsed.version == Some(1),
     };
     request.keep_alive = match parsed.version {
         Some(1) => !request.header_has("connection", "close"),

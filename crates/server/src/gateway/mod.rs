@@ -14,6 +14,8 @@ mod records;
 mod rest;
 mod ws;
 
+pub(crate) use ws::frame as ws_frames;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -86,8 +88,12 @@ async fn serve(stream: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Rece
             (Read::Closed, _) => break,
             (Read::Refuse(response), _) => {
                 broker.metrics.http_response(response.status);
-                conn.write_response(&response, false, broker.config.http_idle_timeout)
-                    .await;
+                if conn
+                    .write_response(&response, false, broker.config.http_idle_timeout)
+                    .await
+                {
+                    conn.linger().await;
+                }
                 break;
             }
         };

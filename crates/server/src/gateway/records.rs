@@ -191,15 +191,21 @@ pub(crate) struct Decoded {
 /// The records at or after `from` in `bytes` (whole batches as the log stores them), as
 /// JSON, at most `max_records`. Control batches (transaction markers) are skipped. Batches the
 /// log hands out were checked when written; a malformed one is still an error, not a panic.
+///
+/// `budget` bounds the work, whatever the batches hold: the bytes decompressed over all
+/// batches, and the key, value and header bytes put out (at least one record goes out; the
+/// rest waits for the next read, from `next_offset`).
 pub(crate) fn decode(
     bytes: &[u8],
     from: i64,
     max_records: usize,
     encoding: Encoding,
-    max_decompressed: usize,
+    budget: usize,
 ) -> Result<Decoded, String> {
     let mut out = Vec::new();
     let mut next_offset = from;
+    let mut decompressed_total = 0usize;
+    let mut content = 0usize;
     for batch in Batches::new(bytes) {
         let (at, header) = batch.map_err(|e| format!("a stored batch is malformed: {e}"))?;
         if header.is_control() {
@@ -212,29 +218,58 @@ pub(crate) fn decode(
         let iter = if header.compression() == 0 {
             records::records(whole).map_err(|e| e.to_string())?
         } else {
+            if !out.is_empty() && decompressed_total >= budget {
+                break;
+            }
             decompressed = super::codecs::decompress(
                 header.compression(),
                 &whole[weir_log::batch::HEADER_BYTES..],
-                max_decompressed,
+                budget,
             )?;
+            decompressed_total += decompressed.len();
             records::records_in(&decompressed, header.record_count)
         };
+        // Offset deltas come from the producer: they must rise within the batch's range, or
+        // a reader would be sent past records (or past the log end).
+        let mut previous_delta = -1;
         for record in iter {
             let record = record.map_err(|e| format!("a stored record is malformed: {e}"))?;
+            if record.offset_delta <= previous_delta
+                || record.offset_delta > header.last_offset_delta
+            {
+                return Err(format!(
+                    "a stored batch at offset {} has a record with offset delta {} (after {}, \
+                     last {})",
+                    header.base_offset,
+                    record.offset_delta,
+                    previous_delta,
+                    header.last_offset_delta
+                ));
+            }
+            previous_delta = record.offset_delta;
             let offset = header.base_offset + i64::from(record.offset_delta);
             if offset < from {
                 continue;
             }
-            if out.len() >= max_records {
+            let size = record.key.map_or(0, <[u8]>::len)
+                + record.value.map_or(0, <[u8]>::len)
+                + record
+                    .headers()
+                    .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
+                    .sum::<usize>();
+            if out.len() >= max_records || (!out.is_empty() && content + size > budget) {
                 return Ok(Decoded {
                     records: out,
                     next_offset,
                 });
             }
+            content += size;
             let timestamp = if log_append_time {
                 header.max_timestamp
             } else {
-                header.first_timestamp + record.timestamp_delta
+                header
+                    .first_timestamp
+                    .saturating_add(record.timestamp_delta)
             };
             let headers: Vec<Value> = record
                 .headers()
@@ -292,6 +327,34 @@ mod tests {
         assert_eq!(all.records[0]["timestamp"], 1_700_000_000_500i64);
         let first = decode(&batch, 0, 1, Encoding::Utf8, 1 << 20).expect("decodes");
         assert_eq!((first.records.len(), first.next_offset), (1, 41));
+        // A budget smaller than the records: one goes out, the next read goes on from it.
+        let small = decode(&batch, 0, 100, Encoding::Utf8, 3).expect("decodes");
+        assert_eq!((small.records.len(), small.next_offset), (1, 41));
+    }
+
+    #[test]
+    fn offset_deltas_that_do_not_rise_within_the_batch_are_refused() {
+        let mut builder = BatchBuilder::new(0);
+        builder.push(None, Some(b"a"), 0);
+        builder.push(None, Some(b"b"), 0);
+        let batch = builder.build();
+        // The second record's offset delta (1) is its 4th byte: length, attributes,
+        // timestamp delta, offset delta. Make it 0 (zig-zag 0) and re-seal the CRC.
+        let first_length = batch[weir_log::batch::HEADER_BYTES] as usize / 2; // zig-zag
+        let second = weir_log::batch::HEADER_BYTES + 1 + first_length;
+        let mut bad = batch.clone();
+        assert_eq!(bad[second + 3], 2, "zig-zag 1");
+        bad[second + 3] = 0;
+        let crc = crc32c::crc32c(&bad[21..]);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        let error = decode(&bad, 0, 10, Encoding::Utf8, 1 << 20)
+            .err()
+            .expect("refused");
+        assert!(error.contains("offset delta 0"), "{error}");
+        assert_eq!(
+            decode(&batch, 0, 10, Encoding::Utf8, 1 << 20).map(|d| d.next_offset),
+            Ok(2)
+        );
     }
 
     #[test]

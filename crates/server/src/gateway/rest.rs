@@ -45,12 +45,28 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 const FETCH_RECORDS_MAX: usize = 10_000;
 /// Longest `wait_ms` a REST fetch may ask for (as a Kafka Fetch's `max_wait_ms`).
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Stored bytes a REST fetch turns into JSON on the reactor; more goes to the blocking pool.
+const DECODE_ON_REACTOR_BYTES: usize = 256 * 1024;
 /// `max_bytes` of a REST fetch that does not say.
 const FETCH_MAX_BYTES_DEFAULT: u64 = 1024 * 1024;
 
 pub(crate) async fn route(broker: &Arc<Broker>, request: &Request) -> Response {
     let segments: Vec<&str> = request.segments.iter().map(String::as_str).collect();
     let method = request.method.as_str();
+    // A JSON body must say so. Besides being right, this keeps other sites' pages from posting
+    // here through a visitor's browser: a cross-site request with this content type needs a
+    // CORS preflight, which is not granted.
+    let json = request
+        .header("content-type")
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if method == "POST" && !json {
+        return Response::error(
+            415,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        );
+    }
     let response = match (method, segments.as_slice()) {
         ("GET", []) => Response::new(200, "text/html; charset=utf-8", DASHBOARD),
         ("GET", ["health"]) => Response::new(200, "text/plain", "ok\n"),
@@ -527,13 +543,19 @@ async fn fetch(broker: &Arc<Broker>, name: &str, partition: &str, request: &Requ
             let _ = tokio::time::timeout_at(deadline, end.changed()).await;
             continue;
         }
-        let decoded = match records::decode(
-            &outcome.records,
-            start,
-            max_records,
-            encoding,
-            broker.config.http_decompressed_batch_max_bytes,
-        ) {
+        let budget = broker.config.http_decompressed_batch_max_bytes;
+        let decoded = if outcome.records.len() <= DECODE_ON_REACTOR_BYTES {
+            records::decode(&outcome.records, start, max_records, encoding, budget)
+        } else {
+            // Decompressing and encoding megabytes is CPU work the reactor must not do.
+            let bytes = outcome.records.clone();
+            tokio::task::spawn_blocking(move || {
+                records::decode(&bytes, start, max_records, encoding, budget)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        };
+        let decoded = match decoded {
             Ok(decoded) => decoded,
             Err(e) => return Response::error(500, "unreadable_records", e),
         };

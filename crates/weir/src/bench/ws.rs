@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use weir_server::websocket::{client_frame as masked, server_frame_at};
+
 use super::histogram::Histogram;
 
 pub const USAGE: &str = "usage: weir bench ws [options]
@@ -147,24 +149,27 @@ pub fn run(args: &[String]) -> Result<(), (u8, String)> {
         return Err((1, format!("creating {}: {status} {body}", o.topic)));
     }
     let base = Instant::now();
-    let totals = Arc::new(Totals::default());
-    let latency = Arc::new(Mutex::new(Histogram::default()));
-    let stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        http: o.http.clone(),
+        topic: o.topic.clone(),
+        base,
+        totals: Totals::default(),
+        latency: Mutex::new(Histogram::default()),
+        stop: AtomicBool::new(false),
+    });
+    let (totals, latency, stop) = (&shared.totals, &shared.latency, &shared.stop);
     let started = std::time::Instant::now();
     let threads: Vec<_> = (0..CLIENT_THREADS)
         .map(|t| {
             let share =
                 o.subscribers / CLIENT_THREADS + usize::from(t < o.subscribers % CLIENT_THREADS);
-            let (http_addr, topic) = (o.http.clone(), o.topic.clone());
-            let (totals, latency, stop) = (totals.clone(), latency.clone(), stop.clone());
+            let shared = shared.clone();
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("runtime");
-                runtime.block_on(subscribers(
-                    share, http_addr, topic, base, totals, latency, stop,
-                ));
+                runtime.block_on(subscribers(share, shared));
             })
         })
         .collect();
@@ -352,16 +357,18 @@ fn broker_cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn subscribers(
-    n: usize,
+/// What the bench's threads share.
+struct Shared {
     http: String,
     topic: String,
+    /// Send times are microseconds since this.
     base: Instant,
-    totals: Arc<Totals>,
-    latency: Arc<Mutex<Histogram>>,
-    stop: Arc<AtomicBool>,
-) {
+    totals: Totals,
+    latency: Mutex<Histogram>,
+    stop: AtomicBool,
+}
+
+async fn subscribers(n: usize, shared: Arc<Shared>) {
     let mut tasks = Vec::new();
     let mut connected = 0;
     while connected < n {
@@ -370,15 +377,7 @@ async fn subscribers(
         for _ in 0..wave {
             let (tx, rx) = tokio::sync::oneshot::channel();
             ready.push(rx);
-            tasks.push(tokio::task::spawn(subscriber(
-                http.clone(),
-                topic.clone(),
-                base,
-                totals.clone(),
-                latency.clone(),
-                stop.clone(),
-                tx,
-            )));
+            tasks.push(tokio::task::spawn(subscriber(shared.clone(), tx)));
         }
         for rx in ready {
             let _ = rx.await;
@@ -390,32 +389,27 @@ async fn subscribers(
     }
 }
 
-async fn subscriber(
-    http: String,
-    topic: String,
-    base: Instant,
-    totals: Arc<Totals>,
-    latency: Arc<Mutex<Histogram>>,
-    stop: Arc<AtomicBool>,
-    ready: tokio::sync::oneshot::Sender<()>,
-) {
-    let result = subscribe_and_read(&http, &topic, base, &totals, &latency, &stop, ready).await;
-    if let Err(e) = result {
-        if totals.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+async fn subscriber(shared: Arc<Shared>, ready: tokio::sync::oneshot::Sender<()>) {
+    if let Err(e) = subscribe_and_read(&shared, ready).await {
+        if shared.totals.failed.fetch_add(1, Ordering::Relaxed) < 3 {
             eprintln!("weir bench ws: a subscriber failed: {e}");
         }
     }
 }
 
 async fn subscribe_and_read(
-    http: &str,
-    topic: &str,
-    base: Instant,
-    totals: &Totals,
-    latency: &Mutex<Histogram>,
-    stop: &AtomicBool,
+    shared: &Shared,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), String> {
+    let Shared {
+        http,
+        topic,
+        base,
+        totals,
+        latency,
+        stop,
+    } = shared;
+    let base = *base;
     let mut stream = tokio::net::TcpStream::connect(http)
         .await
         .map_err(|e| e.to_string())?;
@@ -452,7 +446,8 @@ async fn subscribe_and_read(
     loop {
         // Whole frames in the buffer, then what is left moves to the front once.
         let mut pos = 0;
-        while let Some((opcode, start, end)) = frame_at(&buf[pos..]) {
+        while let Some((first, start, end)) = server_frame_at(&buf[pos..]) {
+            let opcode = first & 0x0f;
             let payload = &buf[pos + start..pos + end];
             match opcode {
                 0x1 if payload.starts_with(b"{\"type\":\"records\"") => {
@@ -538,41 +533,4 @@ fn on_records(
             .unwrap_or_else(|e| e.into_inner())
             .record(micros * 1000);
     }
-}
-
-/// (opcode, payload start, frame end) of the whole server frame at the buffer's start.
-fn frame_at(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let (len, at) = match buf[1] & 0x7f {
-        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(buf.get(2..10)?);
-            (u64::from_be_bytes(b) as usize, 10)
-        }
-        n => (n as usize, 2),
-    };
-    (buf.len() >= at + len).then_some((buf[0] & 0x0f, at, at + len))
-}
-
-/// A client frame, masked as RFC 6455 requires.
-fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x17, 0xc3, 0x08];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend((n as u64).to_be_bytes());
-        }
-    }
-    out.extend(mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }

@@ -24,6 +24,8 @@ use crate::partition::{FetchOutcome, ShardMsg};
 
 /// How often an idle feed checks whether anyone still listens.
 const FEED_IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Messages a feed keeps at most, whatever their size (markers-only ones have none).
+const FEED_ITEMS_MAX: usize = 65_536;
 /// Records one message carries at most.
 pub(crate) const MESSAGE_RECORDS_MAX: usize = 10_000;
 
@@ -157,6 +159,9 @@ pub(crate) async fn read(
 /// once, that every subscriber on the shard writes from.
 pub(crate) struct Feed {
     history: RefCell<History>,
+    /// Set when the feed's task ends (its partition is gone or unreadable): subscribers read
+    /// on their own, which tells them why, or join a new feed.
+    stopped: Cell<bool>,
     /// The offset after the newest message: subscribers wait for it to move.
     position: watch::Sender<i64>,
     subscribers: Cell<usize>,
@@ -180,8 +185,15 @@ pub(crate) enum Next {
 }
 
 impl Feed {
+    pub fn stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
     /// The messages from `offset` on, at most `max_bytes` of them (at least one).
     pub fn after(&self, offset: i64, max_bytes: usize) -> Next {
+        if self.stopped.get() {
+            return Next::Behind;
+        }
         let history = self.history.borrow();
         let start = history
             .items
@@ -248,6 +260,7 @@ pub(crate) fn join(
         }
         let feed = Rc::new(Feed {
             history: RefCell::new(History::default()),
+            stopped: Cell::new(false),
             position: watch::channel(offset).0,
             subscribers: Cell::new(0),
         });
@@ -281,21 +294,20 @@ async fn run(broker: Arc<Broker>, topic: Arc<Topic>, key: Key, feed: Rc<Feed>) {
                     .metrics
                     .ws_feed_messages
                     .fetch_add(1, Ordering::Relaxed);
-                let mut history = feed.history.borrow_mut();
-                history.bytes += item.frame.len();
-                history.items.push_back(Arc::new(item));
-                while history.bytes > limit && history.items.len() > 1 {
-                    if let Some(old) = history.items.pop_front() {
-                        history.bytes -= old.frame.len();
-                    }
-                }
-            } else {
-                // Only control batches: nothing to show, but the feed moves past them (and
-                // history must stay contiguous, so it starts again from here).
-                let mut history = feed.history.borrow_mut();
-                history.items.clear();
-                history.bytes = 0;
             }
+            // An item of transaction markers only has no frame, and keeps the history
+            // contiguous past them.
+            let mut history = feed.history.borrow_mut();
+            history.bytes += item.frame.len();
+            history.items.push_back(Arc::new(item));
+            while (history.bytes > limit || history.items.len() > FEED_ITEMS_MAX)
+                && history.items.len() > 1
+            {
+                if let Some(old) = history.items.pop_front() {
+                    history.bytes -= old.frame.len();
+                }
+            }
+            drop(history);
             feed.position.send_replace(next);
             continue;
         }
@@ -309,7 +321,9 @@ async fn run(broker: Arc<Broker>, topic: Arc<Topic>, key: Key, feed: Rc<Feed>) {
     }
     FEEDS.with(|feeds| feeds.borrow_mut().remove(&key));
     broker.metrics.ws_feeds.fetch_sub(1, Ordering::Relaxed);
-    // Dropping the feed's last handles ends the position watch: subscribers join a new one.
+    // Wake every subscriber still waiting on it: they see it stopped.
+    feed.stopped.set(true);
+    feed.position.send_modify(|_| {});
 }
 
 thread_local! {

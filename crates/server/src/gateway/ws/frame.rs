@@ -59,6 +59,49 @@ pub(crate) fn close(code: u16, reason: &str) -> Vec<u8> {
     encode(OP_CLOSE, &payload)
 }
 
+/// A client frame, masked as RFC 6455 requires of clients; `first` is the FIN bit and opcode.
+/// For Weir's own WebSocket clients (`weir bench ws`, tests).
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend((n as u64).to_be_bytes());
+        }
+    }
+    out.extend(mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// The whole server frame (unmasked) at the start of `buf`: (first byte, payload start, frame
+/// end), or None until it is all there. For Weir's own WebSocket clients.
+pub fn server_frame_at(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, at) = match buf[1] & 0x7f {
+        126 => (
+            u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+            4,
+        ),
+        127 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(buf.get(2..10)?);
+            (u64::from_be_bytes(b), 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    let end = usize::try_from(len).ok()?.checked_add(at)?;
+    (buf.len() >= end).then_some((buf[0], at, end))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Frame {
     pub fin: bool,
@@ -166,22 +209,7 @@ mod tests {
 
     /// A client frame as a browser would send it.
     fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                out.push(0x80 | 126);
-                out.extend((n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend((n as u64).to_be_bytes());
-            }
-        }
-        out.extend(mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
+        client_frame(if fin { 0x80 } else { 0 } | opcode, payload)
     }
 
     #[test]
@@ -211,6 +239,8 @@ mod tests {
         }
         let server = encode(OP_TEXT, &[1; 300]);
         assert_eq!(&server[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(server_frame_at(&server), Some((0x81, 4, 304)));
+        assert_eq!(server_frame_at(&server[..303]), None);
     }
 
     #[test]

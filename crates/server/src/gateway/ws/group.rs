@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use weir_broker::group::{JoinRequest, SyncRequest};
 use weir_broker::topics::Topic;
 use weir_kafka::error_code;
@@ -53,16 +52,9 @@ pub(crate) struct Spec {
     pub client_host: String,
 }
 
-/// The subscription tasks of the current assignment; aborted when dropped.
-struct Assigned(Vec<(i32, JoinHandle<()>)>);
-
-impl Drop for Assigned {
-    fn drop(&mut self) {
-        for (_, task) in &self.0 {
-            task.abort();
-        }
-    }
-}
+/// The streams of the current assignment; dropping it stops them (each after its current
+/// write).
+struct Assigned(Vec<(i32, super::subscription::Running)>);
 
 /// A member's partitions: (topic, partitions).
 type Partitions = Vec<(String, Vec<i32>)>;
@@ -224,12 +216,12 @@ async fn join(
     }
 }
 
-/// The offsets to stream the partitions from: committed, or the reset point.
+/// (partition, offset to stream it from: committed, or the reset point, log end).
 async fn start_offsets(
     broker: &Arc<Broker>,
     spec: &Spec,
     partitions: &[i32],
-) -> Result<Vec<(i32, i64)>, String> {
+) -> Result<Vec<(i32, i64, i64)>, String> {
     let fetched = ask(broker, &spec.group, |reply| GroupMsg::Fetch {
         group: spec.group.clone(),
         topics: Some(vec![(spec.topic.name.clone(), partitions.to_vec())]),
@@ -262,7 +254,7 @@ async fn start_offsets(
             None if spec.reset == Reset::Earliest => summary.log_start_offset,
             None => summary.log_end_offset,
         };
-        out.push((partition, offset));
+        out.push((partition, offset, summary.log_end_offset));
     }
     Ok(out)
 }
@@ -297,22 +289,23 @@ pub(crate) async fn run(
         let assigned = Assigned(
             starts
                 .iter()
-                .map(|&(partition, offset)| {
-                    let task = tokio::task::spawn_local(super::subscription::run(
+                .map(|&(partition, offset, end)| {
+                    let running = super::subscription::start(
                         broker.clone(),
                         writer.clone(),
                         spec.topic.clone(),
                         partition,
                         spec.encoding,
                         offset,
-                    ));
-                    (partition, task)
+                        end,
+                    );
+                    (partition, running)
                 })
                 .collect(),
         );
         let listed: Vec<Value> = starts
             .iter()
-            .map(|(p, o)| json!({"partition": p, "offset": o}))
+            .map(|(p, o, _)| json!({"partition": p, "offset": o}))
             .collect();
         let message = json!({"type": "assigned", "group": spec.group, "topic": spec.topic.name,
             "generation": generation, "partitions": listed});

@@ -54,6 +54,20 @@ pub(crate) fn handshake(request: &Request) -> Result<String, Response> {
                 .with_header("allow", "GET"),
         );
     }
+    // A page on another site must not use the visitor's browser to read or write here
+    // (cross-site WebSocket hijacking): a browser's Origin must name this host. Clients that
+    // are not browsers send no Origin.
+    if let Some(origin) = request.header("origin") {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, host)| host);
+        let host = request.header("host").unwrap_or_default();
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return Err(Response::error(
+                403,
+                "forbidden_origin",
+                format!("a page from {origin} may not open a WebSocket to {host}"),
+            ));
+        }
+    }
     if !request.header_has("connection", "upgrade") {
         return Err(Response::error(
             400,
@@ -229,7 +243,11 @@ pub(crate) async fn serve(
         tokio::select! {
             read = read_half.read(&mut chunk) => match read {
                 Ok(0) | Err(_) => break None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    // Any byte shows the client alive, even before its frame is whole.
+                    last_heard = Instant::now();
+                    buf.extend_from_slice(&chunk[..n]);
+                }
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > ping_every * 2 {
@@ -255,8 +273,8 @@ pub(crate) async fn serve(
             }
         }
     };
-    for (_, task) in session.subscriptions.drain() {
-        task.abort();
+    for (_, running) in session.subscriptions.drain() {
+        running.kill();
     }
     if let Some(member) = session.member.take() {
         // The member task leaves the group and ends its streams.
@@ -274,7 +292,7 @@ const READ_CHUNK_BYTES: usize = 1024;
 struct Session {
     broker: Arc<Broker>,
     writer: Rc<Writer>,
-    subscriptions: HashMap<(String, i32), tokio::task::JoinHandle<()>>,
+    subscriptions: HashMap<(String, i32), subscription::Running>,
     /// The group member acting for this client, if it subscribed as one.
     member: Option<tokio::sync::mpsc::Sender<group::Command>>,
     /// The client's address, as group descriptions show it.
@@ -305,11 +323,25 @@ async fn on_frame(
         }
         frame::OP_PONG => Ok(true),
         frame::OP_CLOSE => {
-            // Echo the code (RFC 6455 §5.5.1), then end.
-            let code = frame
-                .payload
-                .get(..2)
-                .map_or(frame::CLOSE_NORMAL, |c| u16::from_be_bytes([c[0], c[1]]));
+            // Echo a valid code (RFC 6455 §5.5.1, §7.4), then end.
+            let code = match frame.payload.as_slice() {
+                [] => frame::CLOSE_NORMAL,
+                [_] => return Err(protocol("a close frame with a one-byte code")),
+                [a, b, reason @ ..] => {
+                    let code = u16::from_be_bytes([*a, *b]);
+                    let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+                    if !valid {
+                        return Err(protocol("a close code that may not be sent"));
+                    }
+                    if std::str::from_utf8(reason).is_err() {
+                        return Err(Violation {
+                            code: frame::CLOSE_INVALID_PAYLOAD,
+                            reason: "a close reason that is not UTF-8".into(),
+                        });
+                    }
+                    code
+                }
+            };
             session.writer.close(code, "").await;
             Ok(false)
         }
@@ -417,18 +449,27 @@ fn check_fields(doc: &Map<String, Value>, allowed: &[&str]) -> Result<(), Refusa
 }
 
 /// The topic a message names, and its partitions (all if it lists none).
-fn topic_and_partitions(
+/// The existing topic a message names.
+fn named_topic(
     broker: &Broker,
     doc: &Map<String, Value>,
-) -> Result<(Arc<weir_broker::topics::Topic>, Vec<i32>), Refusal> {
+) -> Result<Arc<weir_broker::topics::Topic>, Refusal> {
     let name = doc
         .get("topic")
         .and_then(Value::as_str)
         .ok_or(("bad_request", "\"topic\" must be a topic name".to_string()))?;
-    let topic = broker
+    broker
         .topics
         .get(name)
-        .ok_or(("unknown_topic", format!("topic {name:?} does not exist")))?;
+        .ok_or(("unknown_topic", format!("topic {name:?} does not exist")))
+}
+
+fn topic_and_partitions(
+    broker: &Broker,
+    doc: &Map<String, Value>,
+) -> Result<(Arc<weir_broker::topics::Topic>, Vec<i32>), Refusal> {
+    let topic = named_topic(broker, doc)?;
+    let name = &topic.name;
     let partitions = match doc.get("partitions") {
         None | Some(Value::Null) => (0..topic.partitions).collect(),
         Some(Value::Array(list)) => {
@@ -511,27 +552,35 @@ async fn subscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
                 ))
             }
         };
-        started.push((partition, offset));
+        started.push((partition, offset, summary.log_end_offset));
     }
-    for &(partition, offset) in &started {
-        let task = tokio::task::spawn_local(subscription::run(
+    if session.subscriptions.len() + started.len() > broker.config.ws_max_subscriptions {
+        return Err((
+            "too_many_subscriptions",
+            format!(
+                "a connection follows at most {} partitions (ws_max_subscriptions)",
+                broker.config.ws_max_subscriptions
+            ),
+        ));
+    }
+    for &(partition, offset, end) in &started {
+        let running = subscription::start(
             broker.clone(),
             session.writer.clone(),
             topic.clone(),
             partition,
             encoding,
             offset,
-        ));
-        if let Some(old) = session
+            end,
+        );
+        // A subscription it replaces stops after its current write.
+        session
             .subscriptions
-            .insert((topic.name.clone(), partition), task)
-        {
-            old.abort();
-        }
+            .insert((topic.name.clone(), partition), running);
     }
     let partitions: Vec<Value> = started
         .iter()
-        .map(|(p, o)| json!({"partition": p, "offset": o}))
+        .map(|(p, o, _)| json!({"partition": p, "offset": o}))
         .collect();
     Ok(json!({"type": "subscribed", "topic": topic.name, "partitions": partitions}))
 }
@@ -612,15 +661,27 @@ async fn ack(session: &mut Session, doc: &Map<String, Value>) -> Result<(), Refu
             "bad_request",
             "\"offset\" must be a record's offset".to_string(),
         ))?;
+    // Never wait here: the connection's reading (and its pongs) would wait too, while the
+    // member may be in a rebalance.
     member
-        .send(group::Command::Ack {
+        .try_send(group::Command::Ack {
             topic: topic.to_string(),
             partition,
             offset,
             reference: doc.get("ref").cloned(),
         })
-        .await
-        .map_err(|_| ("group_failed", "the group membership ended".to_string()))
+        .map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => (
+                "busy",
+                format!(
+                    "{MEMBER_COMMANDS_MAX} acks are waiting for the group member (in a \
+                     rebalance?); ack again later (the latest ack covers the earlier ones)"
+                ),
+            ),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                ("group_failed", "the group membership ended".to_string())
+            }
+        })
 }
 
 fn unsubscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
@@ -634,13 +695,13 @@ fn unsubscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
         .and_then(Value::as_array)
         .map(|list| list.iter().filter_map(Value::as_i64).collect());
     let mut ended = Vec::new();
-    session.subscriptions.retain(|(topic, partition), task| {
+    // Those removed stop after their current write.
+    session.subscriptions.retain(|(topic, partition), _| {
         let matches = topic == name
             && only
                 .as_ref()
                 .is_none_or(|o| o.contains(&i64::from(*partition)));
         if matches {
-            task.abort();
             ended.push(*partition);
         }
         !matches
@@ -652,14 +713,7 @@ fn unsubscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
 async fn produce(session: &mut Session, doc: &Map<String, Value>) -> Answer {
     check_fields(doc, &["op", "ref", "topic", "encoding", "records"])?;
     let broker = session.broker.clone();
-    let name = doc
-        .get("topic")
-        .and_then(Value::as_str)
-        .ok_or(("bad_request", "\"topic\" must be a topic name".to_string()))?;
-    let topic = broker
-        .topics
-        .get(name)
-        .ok_or(("unknown_topic", format!("topic {name:?} does not exist")))?;
+    let topic = named_topic(&broker, doc)?;
     let parsed = records::parse_records(doc).map_err(|e| ("bad_request", e))?;
     let (status, mut body) = super::rest::produce_records(&broker, &topic, parsed).await;
     if status == 200 {

@@ -7,8 +7,10 @@
 //! larger writes each makes, instead of one system call per message per subscriber.
 
 use std::rc::Rc;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 use serde_json::json;
 use weir_broker::topics::Topic;
@@ -18,27 +20,81 @@ use super::Writer;
 use crate::broker::Broker;
 use crate::gateway::records::Encoding;
 
-pub(crate) async fn run(
+/// A running subscription. Dropping it stops the stream between two writes, never in the
+/// middle of a frame (which would leave the client's stream corrupt); [`Running::kill`] is for
+/// a connection that is closing anyway.
+pub(crate) struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Running {
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// Starts streaming the partition from `offset`; `end` is its log end as the subscription
+/// starts, where a new live feed begins (one behind it reads the log until it gets there).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start(
+    broker: Arc<Broker>,
+    writer: Rc<Writer>,
+    topic: Arc<Topic>,
+    partition: i32,
+    encoding: Encoding,
+    offset: i64,
+    end: i64,
+) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::task::spawn_local(run(
+        broker, writer, topic, partition, encoding, offset, end, stopped,
+    ));
+    Running { stop, task }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
     broker: Arc<Broker>,
     writer: Rc<Writer>,
     topic: Arc<Topic>,
     partition: i32,
     encoding: Encoding,
     mut offset: i64,
+    end: i64,
+    mut stop: watch::Receiver<bool>,
 ) {
     let metrics = &broker.metrics;
     metrics.ws_subscriptions.fetch_add(1, Ordering::Relaxed);
     let _gone = scopeguard(|| {
         metrics.ws_subscriptions.fetch_sub(1, Ordering::Relaxed);
     });
-    let mut joined: Option<(feed::Joined, tokio::sync::watch::Receiver<i64>)> = None;
+    let mut joined: Option<(feed::Joined, watch::Receiver<i64>)> = None;
     // Whether the last records came from the feed (for counting falls behind it).
     let mut live = false;
+    // Waits for `future` unless the subscription is stopped first (None).
+    macro_rules! unless_stopped {
+        ($future:expr) => {
+            tokio::select! {
+                out = $future => Some(out),
+                _ = stop.wait_for(|s| *s) => None,
+            }
+        };
+    }
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let (feed, position) = match &mut joined {
-            Some((joined, position)) => (joined.feed.clone(), position),
-            None => {
-                let joining = feed::join(&broker, &topic, partition, encoding, offset);
+            Some((joined, position)) if !joined.feed.stopped() => (joined.feed.clone(), position),
+            _ => {
+                let joining = feed::join(&broker, &topic, partition, encoding, offset.max(end));
                 let position = joining.feed.watch();
                 let (joining, position) = joined.insert((joining, position));
                 (joining.feed.clone(), position)
@@ -64,10 +120,15 @@ pub(crate) async fn run(
                     metrics.ws_lagged.fetch_add(1, Ordering::Relaxed);
                     live = false;
                 }
-                let Some(_permit) = feed::catch_up_permit(&broker).await else {
+                let Some(Some(_permit)) = unless_stopped!(feed::catch_up_permit(&broker)) else {
                     return;
                 };
-                match feed::read(&broker, &topic, partition, offset, encoding).await {
+                let Some(read) =
+                    unless_stopped!(feed::read(&broker, &topic, partition, offset, encoding))
+                else {
+                    return;
+                };
+                match read {
                     Err(code) => {
                         let message = json!({
                             "type": "error",
@@ -76,33 +137,35 @@ pub(crate) async fn run(
                             "partition": partition,
                             "message": format!(
                                 "reading from offset {offset} failed (Kafka error code {code}): \
-                                 the topic was deleted or the offset is no longer in the log"
+                                 the topic was deleted, the offset is no longer in the log, or \
+                                 its records cannot be read"
                             ),
                         });
                         writer.send_text(&message.to_string()).await;
                         return;
                     }
                     Ok((item, _)) if item.next > offset => {
-                        if !item.spans.is_empty() && !writer.send(&item.frame).await {
+                        if !item.frame.is_empty() && !writer.send(&item.frame).await {
                             return;
                         }
                         offset = item.next;
                     }
-                    // Nothing at our offset in the log yet, though the feed is past it: the
-                    // feed was started further on. Wait for records like anyone else.
+                    // Nothing at our offset in the log yet, though the feed stands further on
+                    // (it started at a later log end): wait for records like anyone else.
                     Ok(_) => {
                         drop(_permit);
-                        if position.changed().await.is_err() {
-                            joined = None;
+                        if unless_stopped!(position.changed()).is_none() {
+                            return;
                         }
                     }
                 }
             }
             Next::UpToDate => {
-                // The feed stopped (its partition is gone, or it was idle with no subscriber
-                // for a moment): join it again, which says what happened.
-                if position.changed().await.is_err() {
-                    joined = None;
+                // An error here means the feed is gone: the loop joins a new one.
+                match unless_stopped!(position.changed()) {
+                    None => return,
+                    Some(Err(_)) => joined = None,
+                    Some(Ok(())) => {}
                 }
             }
         }
@@ -127,16 +190,23 @@ enum Part {
 
 impl Batch {
     fn add(&mut self, topic: &str, partition: i32, item: Arc<Item>, offset: i64) {
+        self.next = item.next;
+        if item.frame.is_empty() {
+            // Transaction markers only: nothing to show.
+            return;
+        }
         let part = if item.first >= offset {
             Part::Shared(item.clone())
         } else {
             Part::Own(records_frame(topic, partition, item.records_from(offset)).0)
         };
-        self.next = item.next;
         self.parts.push(part);
     }
 
     async fn send(&self, writer: &Writer) -> bool {
+        if self.parts.is_empty() {
+            return true;
+        }
         let slices: Vec<&[u8]> = self
             .parts
             .iter()
