@@ -695,3 +695,62 @@ fn a_group_member_over_websocket_resumes_from_its_commits_and_shares_partitions(
         "{described}"
     );
 }
+
+/// A WebSocket member and a Kafka consumer (confluent-kafka) share one group: the range
+/// assignment gives each one of the topic's two partitions.
+#[test]
+fn a_websocket_member_and_a_kafka_consumer_share_a_group() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let config = ConfigFile::new(
+        "ws-mixed",
+        "group_initial_rebalance_delay_ms = 0\nws_group_session_timeout_ms = 6000\n",
+    );
+    let serve = Serve::start_in(
+        std::env::temp_dir().join(format!("weir-ws-mixed-{}", std::process::id())),
+        &config.args(),
+    );
+    create(&serve, "mixed", 2);
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clients/group_member.py");
+    let mut kafka = Command::new(python)
+        .arg(script)
+        .args([serve.kafka.as_str(), "mixed", "shared", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python consumer");
+    let stdout = kafka.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    // The Kafka consumer joins first and takes both partitions.
+    let first = lines.next().expect("a line").expect("read");
+    assert_eq!(first, "ASSIGNED 0,1");
+    let mut ws = Ws::open(&serve);
+    ws.send(&json!({"op": "subscribe", "topic": "mixed", "group": "shared", "encoding": "utf8"}));
+    let mut ignored = Vec::new();
+    until(&mut ws, "subscribed", &mut ignored);
+    let assigned = until(&mut ws, "assigned", &mut ignored);
+    let ours: Vec<i64> = assigned["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter_map(|p| p["partition"].as_i64())
+        .collect();
+    let mut theirs = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        if line == "DONE" {
+            break;
+        }
+        if let Some(list) = line.strip_prefix("ASSIGNED ") {
+            theirs = list.to_string();
+        }
+    }
+    let theirs: Vec<i64> = theirs.split(',').filter_map(|p| p.parse().ok()).collect();
+    assert_eq!(ours.len(), 1, "{assigned}");
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    let mut all = [ours[0], theirs[0]];
+    all.sort();
+    assert_eq!(all, [0, 1]);
+    let _ = kafka.wait();
+}
