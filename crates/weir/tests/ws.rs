@@ -754,3 +754,33 @@ fn a_websocket_member_and_a_kafka_consumer_share_a_group() {
     assert_eq!(all, [0, 1]);
     let _ = kafka.wait();
 }
+
+#[test]
+fn a_subscription_ends_with_an_error_when_its_topic_is_deleted() {
+    let serve = Serve::start();
+    create(&serve, "gone", 1);
+    let mut ws = Ws::open(&serve);
+    ws.subscribe(json!({"op": "subscribe", "topic": "gone", "encoding": "utf8"}));
+    let mut s = TcpStream::connect(&serve.http).expect("connect");
+    write!(
+        s,
+        "DELETE /topics/gone HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .expect("delete");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let ended = ws.message();
+    assert_eq!(
+        (ended["type"].as_str(), ended["error"].as_str()),
+        (Some("error"), Some("subscription_ended")),
+        "{ended}"
+    );
+    assert_eq!(ended["topic"], "gone");
+    // The connection is still served.
+    create(&serve, "next", 1);
+    assert_eq!(
+        ws.subscribe(json!({"op": "subscribe", "topic": "next"}))["topic"],
+        "next"
+    );
+}

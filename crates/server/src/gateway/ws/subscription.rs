@@ -91,9 +91,11 @@ async fn run(
         if *stop.borrow() {
             return;
         }
+        // A stopped feed answers Behind: our own read then says what happened to the
+        // partition, before a new feed is joined.
         let (feed, position) = match &mut joined {
-            Some((joined, position)) if !joined.feed.stopped() => (joined.feed.clone(), position),
-            _ => {
+            Some((joined, position)) => (joined.feed.clone(), position),
+            None => {
                 let joining = feed::join(&broker, &topic, partition, encoding, offset.max(end));
                 let position = joining.feed.watch();
                 let (joining, position) = joined.insert((joining, position));
@@ -152,6 +154,10 @@ async fn run(
                     }
                     // Nothing at our offset in the log yet, though the feed stands further on
                     // (it started at a later log end): wait for records like anyone else.
+                    // The partition is readable but has nothing new: a feed that stopped is
+                    // replaced; one that stands further on (it started at a later log end) is
+                    // waited for, like by anyone else.
+                    Ok(_) if feed.stopped() => joined = None,
                     Ok(_) => {
                         drop(_permit);
                         if unless_stopped!(position.changed()).is_none() {
