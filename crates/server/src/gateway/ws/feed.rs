@@ -41,6 +41,11 @@ pub(crate) struct Item {
 }
 
 impl Item {
+    /// What the item holds in memory, near enough: its frame, its record index, itself.
+    pub fn held_bytes(&self) -> usize {
+        self.frame.len() + self.spans.len() * std::mem::size_of::<(i64, usize, usize)>() + 64
+    }
+
     /// (offset, JSON) of the records at or after `offset`.
     pub fn records_from(&self, offset: i64) -> impl Iterator<Item = (i64, &str)> {
         self.spans
@@ -298,13 +303,13 @@ async fn run(broker: Arc<Broker>, topic: Arc<Topic>, key: Key, feed: Rc<Feed>) {
             // An item of transaction markers only has no frame, and keeps the history
             // contiguous past them.
             let mut history = feed.history.borrow_mut();
-            history.bytes += item.frame.len();
+            history.bytes += item.held_bytes();
             history.items.push_back(Arc::new(item));
             while (history.bytes > limit || history.items.len() > FEED_ITEMS_MAX)
                 && history.items.len() > 1
             {
                 if let Some(old) = history.items.pop_front() {
-                    history.bytes -= old.frame.len();
+                    history.bytes -= old.held_bytes();
                 }
             }
             drop(history);

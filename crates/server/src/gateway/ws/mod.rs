@@ -554,6 +554,8 @@ async fn subscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
         };
         started.push((partition, offset, summary.log_end_offset));
     }
+    // Subscriptions that ended on their own (their topic went away) no longer count.
+    session.subscriptions.retain(|_, running| !running.ended());
     if session.subscriptions.len() + started.len() > broker.config.ws_max_subscriptions {
         return Err((
             "too_many_subscriptions",
@@ -696,6 +698,7 @@ fn unsubscribe(session: &mut Session, doc: &Map<String, Value>) -> Answer {
         .map(|list| list.iter().filter_map(Value::as_i64).collect());
     let mut ended = Vec::new();
     // Those removed stop after their current write.
+    session.subscriptions.retain(|_, running| !running.ended());
     session.subscriptions.retain(|(topic, partition), _| {
         let matches = topic == name
             && only

@@ -38,6 +38,11 @@ impl Running {
     pub fn kill(self) {
         self.task.abort();
     }
+
+    /// Whether it ended on its own (its partition went away).
+    pub fn ended(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 /// Starts streaming the partition from `offset`; `end` is its log end as the subscription
@@ -118,10 +123,10 @@ async fn run(
                 debug_assert_eq!(offset, next);
             }
             Next::Behind => {
-                if live {
+                if live && !feed.stopped() {
                     metrics.ws_lagged.fetch_add(1, Ordering::Relaxed);
-                    live = false;
                 }
+                live = false;
                 let Some(Some(_permit)) = unless_stopped!(feed::catch_up_permit(&broker)) else {
                     return;
                 };
@@ -151,6 +156,11 @@ async fn run(
                             return;
                         }
                         offset = item.next;
+                        // A feed that stopped on a passing error is replaced now, not only
+                        // once this subscriber has read its way to the log end.
+                        if feed.stopped() {
+                            joined = None;
+                        }
                     }
                     // Nothing at our offset in the log yet, though the feed stands further on
                     // (it started at a later log end): wait for records like anyone else.
@@ -167,11 +177,10 @@ async fn run(
                 }
             }
             Next::UpToDate => {
-                // An error here means the feed is gone: the loop joins a new one.
-                match unless_stopped!(position.changed()) {
-                    None => return,
-                    Some(Err(_)) => joined = None,
-                    Some(Ok(())) => {}
+                // Woken by a new message, or by the feed stopping (then `after` answers
+                // Behind). Our handle keeps the watch open, so it cannot close under us.
+                if unless_stopped!(position.changed()).is_none() {
+                    return;
                 }
             }
         }
@@ -203,8 +212,11 @@ impl Batch {
         }
         let part = if item.first >= offset {
             Part::Shared(item.clone())
-        } else {
+        } else if item.records_from(offset).next().is_some() {
             Part::Own(records_frame(topic, partition, item.records_from(offset)).0)
+        } else {
+            // Only transaction markers after the offset.
+            return;
         };
         self.parts.push(part);
     }
