@@ -450,21 +450,9 @@ fn kcat(args: &[&str], input: Option<&str>) -> String {
     text
 }
 
-fn have_kcat() -> bool {
-    if Command::new("kcat").arg("-V").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "kcat missing: scripts/test installs it"
-    );
-    eprintln!("SKIPPED: kcat not installed (scripts/test installs it)");
-    false
-}
-
 #[test]
 fn kcat_produces_and_consumes_keyed_records_with_headers_across_a_restart() {
-    if !have_kcat() {
+    if !common::kcat_available() {
         return;
     }
     let weir = Weir::start(&[]);
@@ -557,7 +545,7 @@ fn kcat_produces_and_consumes_keyed_records_with_headers_across_a_restart() {
 
 #[test]
 fn kcat_round_trips_every_compression_codec() {
-    if !have_kcat() {
+    if !common::kcat_available() {
         return;
     }
     let weir = Weir::start(&[]);
@@ -714,7 +702,7 @@ fn admin_creates_grows_and_deletes_topics() {
     assert_eq!(grow(&mut s, 2), 37, "INVALID_PARTITIONS: counts only grow");
 
     // Data in the topic, then delete it: it is gone, and a new one of the same name is empty.
-    if have_kcat() {
+    if common::kcat_available() {
         let broker = weir.kafka.to_string();
         kcat(
             &["-P", "-b", &broker, "-t", "admin-a", "-p", "4"],
@@ -738,7 +726,7 @@ fn admin_creates_grows_and_deletes_topics() {
     let recreated = create_topic(&mut s, 7, "admin-a", 5, 1, &[], false);
     assert_eq!(recreated.error_code, 0);
     assert_ne!(recreated.topic_id, created.topic_id);
-    if have_kcat() {
+    if common::kcat_available() {
         let broker = weir.kafka.to_string();
         let text = kcat(
             &[

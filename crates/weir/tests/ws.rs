@@ -62,14 +62,7 @@ impl Ws {
     }
 
     fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
+        common::read_more(&mut self.stream, &mut self.buf)
     }
 
     fn send(&mut self, message: &Value) {
@@ -169,18 +162,6 @@ fn create(serve: &Serve, topic: &str, partitions: i32) {
     assert_eq!(created["partitions"], partitions, "{created}");
 }
 
-fn kcat_available() -> bool {
-    if Command::new("kcat").arg("-V").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "kcat missing: scripts/test installs it"
-    );
-    eprintln!("SKIPPED: kcat not installed (scripts/test installs it)");
-    false
-}
-
 /// Produces `lines` ("key:value") to a partition with kcat, a real Kafka client.
 fn kcat_produce(serve: &Serve, topic: &str, partition: i32, lines: &[String]) {
     let mut child = Command::new("kcat")
@@ -220,7 +201,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn a_subscriber_gets_a_kafka_clients_records_within_a_second_in_order() {
-    if !kcat_available() {
+    if !common::kcat_available() {
         return;
     }
     let serve = Serve::start();

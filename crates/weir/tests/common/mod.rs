@@ -51,6 +51,32 @@ impl Drop for ConfigFile {
     }
 }
 
+/// Whether kcat is installed; under CI=true its absence fails the test instead.
+pub fn kcat_available() -> bool {
+    if Command::new("kcat").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "kcat missing: scripts/test installs it"
+    );
+    eprintln!("SKIPPED: kcat not installed (scripts/test installs it)");
+    false
+}
+
+/// Reads what the socket has onto `buf`; false at end of stream or on an error (a timeout).
+pub fn read_more(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    let mut chunk = [0u8; 65536];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
 /// A process's resident memory, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
