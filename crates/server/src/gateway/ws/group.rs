@@ -59,28 +59,36 @@ struct Assigned(Vec<(i32, super::subscription::Running)>);
 /// A member's partitions: (topic, partitions).
 type Partitions = Vec<(String, Vec<i32>)>;
 
+/// A member as the assignor sees it: id, static instance id, subscribed topics.
+pub(crate) struct Member {
+    pub id: String,
+    pub instance: Option<String>,
+    pub topics: Vec<String>,
+}
+
 /// Range assignment (Kafka's `RangeAssignor`): for each topic, its partitions in order split
-/// into contiguous runs over the members subscribed to it, sorted by member id; the first
-/// `partitions % members` get one more.
+/// into contiguous runs over the members subscribed to it; the first `partitions % members`
+/// get one more. Members are ordered as Kafka orders them: static members (with an instance
+/// id) first, by instance id, then the others by member id.
 pub(crate) fn range_assign(
-    members: &[(String, Vec<String>)],
+    members: &[Member],
     partitions_of: impl Fn(&str) -> i32,
 ) -> Vec<(String, Partitions)> {
-    let mut out: Vec<(String, Partitions)> = members
-        .iter()
-        .map(|(m, _)| (m.clone(), Vec::new()))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut topics: Vec<&String> = members.iter().flat_map(|(_, t)| t).collect();
+    let mut order: Vec<&Member> = members.iter().collect();
+    order.sort_by(|a, b| match (&a.instance, &b.instance) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.id.cmp(&b.id),
+    });
+    let mut out: Vec<(String, Partitions)> =
+        order.iter().map(|m| (m.id.clone(), Vec::new())).collect();
+    let mut topics: Vec<&String> = members.iter().flat_map(|m| &m.topics).collect();
     topics.sort();
     topics.dedup();
     for topic in topics {
-        let subscribed: Vec<usize> = (0..out.len())
-            .filter(|&i| {
-                members
-                    .iter()
-                    .any(|(m, t)| *m == out[i].0 && t.contains(topic))
-            })
+        let subscribed: Vec<usize> = (0..order.len())
+            .filter(|&i| order[i].topics.contains(topic))
             .collect();
         let n = partitions_of(topic).max(0) as usize;
         if subscribed.is_empty() || n == 0 {
@@ -160,13 +168,14 @@ async fn join(
             ));
         }
         let assignments = if joined.leader == *member_id {
-            let members: Vec<(String, Vec<String>)> = joined
+            let members: Vec<Member> = joined
                 .members
                 .iter()
-                .map(|m| {
-                    let topics = weir_kafka::group::consumer_subscription_topics(&m.metadata)
-                        .unwrap_or_default();
-                    (m.member_id.clone(), topics)
+                .map(|m| Member {
+                    id: m.member_id.clone(),
+                    instance: m.group_instance_id.clone(),
+                    topics: weir_kafka::group::consumer_subscription_topics(&m.metadata)
+                        .unwrap_or_default(),
                 })
                 .collect();
             let snapshot = broker.topics.snapshot();
@@ -426,12 +435,20 @@ async fn leave(broker: &Arc<Broker>, spec: &Spec, member_id: &str) {
 mod tests {
     use super::*;
 
+    fn member(id: &str, instance: Option<&str>, topics: &[&str]) -> Member {
+        Member {
+            id: id.into(),
+            instance: instance.map(Into::into),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn range_assignment_matches_kafkas() {
         let members = vec![
-            ("b".to_string(), vec!["t".to_string()]),
-            ("a".to_string(), vec!["t".to_string(), "u".to_string()]),
-            ("c".to_string(), vec!["t".to_string()]),
+            member("b", None, &["t"]),
+            member("a", None, &["t", "u"]),
+            member("c", None, &["t"]),
         ];
         let got = range_assign(&members, |t| if t == "t" { 7 } else { 2 });
         assert_eq!(
@@ -447,5 +464,20 @@ mod tests {
         );
         let few = range_assign(&members[..1], |_| 0);
         assert_eq!(few, vec![("b".into(), vec![])]);
+        // Static members come first, by instance id.
+        let mixed = vec![
+            member("a", None, &["t"]),
+            member("z", Some("i2"), &["t"]),
+            member("y", Some("i1"), &["t"]),
+        ];
+        let got: Vec<(String, Partitions)> = range_assign(&mixed, |_| 3);
+        assert_eq!(
+            got,
+            vec![
+                ("y".into(), vec![("t".into(), vec![0])]),
+                ("z".into(), vec![("t".into(), vec![1])]),
+                ("a".into(), vec![("t".into(), vec![2])]),
+            ]
+        );
     }
 }
