@@ -1,11 +1,14 @@
-//! The HTTP listener: REST produce, fetch and administration in JSON, `/health`, `/metrics` and
-//! `/openapi.json`. Every shard binds it (SO_REUSEPORT, like the Kafka listener) and serves the
-//! connections the kernel hands it; a REST request reaches partitions through the same owner
-//! mailboxes as a Kafka request.
+//! The HTTP listener: the dashboard at `/`, REST produce, fetch and administration in JSON,
+//! WebSocket subscriptions at `/ws`, `/health`, `/metrics` and `/openapi.json`. Every shard
+//! binds it (SO_REUSEPORT, like the Kafka listener) and serves the connections the kernel hands
+//! it; a REST request or a WebSocket feed reaches partitions through the same owner mailboxes
+//! as a Kafka request.
 //!
 //! ```text
 //! accept (http_max_connections) → http::Conn::read_request (bounded head, body, budget)
 //!   → rest::route → partition owners' mailboxes / coordinator → JSON → write, keep-alive
+//!   | GET /ws upgrade → ws::serve → subscriptions (ws::subscription) ← a feed per partition
+//!                                   and shard (ws::feed) | group member (ws::group)
 //! ```
 
 mod codecs;
