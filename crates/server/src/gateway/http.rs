@@ -162,8 +162,8 @@ impl Conn {
         let idle = config.http_idle_timeout;
         let mut deadline =
             (!self.buf.is_empty()).then(|| Instant::now() + config.request_complete_timeout);
-        // The head.
-        let head_len = loop {
+        // The head, parsed once it is whole.
+        let (head_len, request) = loop {
             if !self.buf.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
                 let mut parsed = httparse::Request::new(&mut headers);
@@ -174,7 +174,7 @@ impl Conn {
                             None,
                         )
                     }
-                    Ok(httparse::Status::Complete(n)) => break n,
+                    Ok(httparse::Status::Complete(n)) => break (n, request_of(&parsed)),
                     Ok(httparse::Status::Partial) => {}
                     Err(httparse::Error::TooManyHeaders) => {
                         return (
@@ -213,23 +213,9 @@ impl Conn {
             deadline.get_or_insert_with(|| Instant::now() + config.request_complete_timeout);
         };
         let deadline = deadline.unwrap_or_else(|| Instant::now() + config.request_complete_timeout);
-        let mut request = {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            let mut parsed = httparse::Request::new(&mut headers);
-            // Parsed complete above; parsing the same bytes again cannot fail.
-            if !matches!(
-                parsed.parse(&self.buf[..head_len]),
-                Ok(httparse::Status::Complete(_))
-            ) {
-                return (
-                    Read::Refuse(Response::error(400, "bad_request", "malformed request")),
-                    None,
-                );
-            }
-            match request_of(&parsed) {
-                Ok(request) => request,
-                Err(refusal) => return (Read::Refuse(refusal), None),
-            }
+        let mut request = match request {
+            Ok(request) => request,
+            Err(refusal) => return (Read::Refuse(refusal), None),
         };
         self.buf.drain(..head_len);
         // The body.

@@ -106,21 +106,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Writes a whole frame; false once the peer is gone or stopped reading.
     pub async fn send(&self, frame: &[u8]) -> bool {
-        if self.failed.get() {
-            return false;
-        }
-        let mut half = self.half.lock().await;
-        let written = tokio::time::timeout(self.timeout, half.write_all(frame)).await;
-        if matches!(written, Ok(Ok(()))) {
-            self.broker
-                .metrics
-                .ws_messages_sent
-                .fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        self.failed.set(true);
-        self.gone.notify_one();
-        false
+        self.send_all(&[frame]).await
     }
 
     /// Writes whole frames back to back, with as few system calls as the socket allows.

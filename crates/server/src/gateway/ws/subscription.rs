@@ -212,11 +212,13 @@ impl Batch {
         }
         let part = if item.first >= offset {
             Part::Shared(item.clone())
-        } else if item.records_from(offset).next().is_some() {
-            Part::Own(records_frame(topic, partition, item.records_from(offset)).0)
         } else {
-            // Only transaction markers after the offset.
-            return;
+            let mut later = item.records_from(offset).peekable();
+            if later.peek().is_none() {
+                // Only transaction markers after the offset.
+                return;
+            }
+            Part::Own(records_frame(topic, partition, later).0)
         };
         self.parts.push(part);
     }
