@@ -7,7 +7,7 @@
 //! figure is that message's worst) and records now minus that. Every subscriber checks that
 //! offsets arrive contiguous, and counts what it received.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -193,7 +193,7 @@ pub fn run(args: &[String]) -> Result<(), (u8, String)> {
     let producing = Instant::now();
     let mut next_sample = Instant::now();
     let padding = "x".repeat(o.size.saturating_sub(22));
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<BufReader<TcpStream>> = None;
     while producing.elapsed() < o.duration {
         let due = (producing.elapsed().as_secs_f64() * o.rate as f64) as u64;
         if due > produced {
@@ -284,18 +284,25 @@ pub fn run(args: &[String]) -> Result<(), (u8, String)> {
     Ok(())
 }
 
-fn post(conn: &mut Option<TcpStream>, addr: &str, topic: &str, body: &str) -> Result<(), String> {
+fn post(
+    conn: &mut Option<BufReader<TcpStream>>,
+    addr: &str,
+    topic: &str,
+    body: &str,
+) -> Result<(), String> {
     for _ in 0..2 {
         let stream = match conn {
             Some(s) => s,
-            None => conn.insert(TcpStream::connect(addr).map_err(|e| e.to_string())?),
+            None => conn.insert(BufReader::new(
+                TcpStream::connect(addr).map_err(|e| e.to_string())?,
+            )),
         };
         let request = format!(
             "POST /topics/{topic}/records HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n{body}",
             body.len()
         );
-        if stream.write_all(request.as_bytes()).is_ok() {
+        if stream.get_mut().write_all(request.as_bytes()).is_ok() {
             if let Ok(status) = read_status(stream) {
                 if status == 200 {
                     return Ok(());
@@ -309,27 +316,27 @@ fn post(conn: &mut Option<TcpStream>, addr: &str, topic: &str, body: &str) -> Re
 }
 
 /// Reads one response on a keep-alive connection; its status.
-fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).map_err(|e| e.to_string())? == 0 {
+fn read_status(stream: &mut BufReader<TcpStream>) -> Result<u16, String> {
+    let mut status = None;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
             return Err("closed".into());
         }
-        head.push(byte[0]);
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        if status.is_none() {
+            status = line.split(' ').nth(1).and_then(|s| s.parse().ok());
+        } else if let Some(v) = line.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
     }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).map_err(|e| e.to_string())?;
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "no status".into())
+    status.ok_or_else(|| "no status".into())
 }
 
 fn rss_kib(pid: u32) -> u64 {
