@@ -44,6 +44,12 @@ pub struct Measured {
     pub requests: u64,
     pub errors: u64,
     pub latency: Histogram,
+    /// How late each request left: the producer's own delays, and a full window (a slow
+    /// broker). Zero unless paced.
+    pub lateness: Histogram,
+    /// Produce: from when a request left to its answer, the broker's part of `latency` (with
+    /// the sockets' and the scheduler's).
+    pub from_write: Histogram,
     pub first_error: Option<String>,
 }
 
@@ -168,12 +174,12 @@ pub fn run_producer(
     let stream = connect(&options.bootstrap)?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut frames: Vec<Vec<u8>> = (0..partitions).map(|p| produce_frame(options, p)).collect();
-    // The window: each entry is a request in flight (its intended send time).
-    let (sent, in_flight) = mpsc::sync_channel::<Instant>(options.inflight.max(1) - 1);
+    // The window: each entry is a request in flight (its intended send time, and when it left).
+    let (sent, in_flight) = mpsc::sync_channel::<(Instant, Instant)>(options.inflight.max(1) - 1);
     let reader = std::thread::spawn(move || -> Measured {
         let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
         let mut measured = Measured::default();
-        while let Ok(intended) = in_flight.recv() {
+        while let Ok((intended, written)) = in_flight.recv() {
             let answer = read_response(&mut reader, ApiKey::Produce, PRODUCE_VERSION).and_then(
                 |mut body| {
                     ProduceResponse::decode(&mut body, PRODUCE_VERSION)
@@ -191,7 +197,12 @@ pub fn run_producer(
                         .map(|p| p.error_code)
                         .find(|c| *c != 0);
                     match code {
-                        None => measured.latency.record(elapsed.as_nanos() as u64),
+                        None => {
+                            measured.latency.record(elapsed.as_nanos() as u64);
+                            measured
+                                .from_write
+                                .record(written.elapsed().as_nanos() as u64);
+                        }
                         Some(code) => {
                             measured.errors += 1;
                             measured
@@ -210,6 +221,7 @@ pub fn run_producer(
         measured
     });
     let started = Instant::now();
+    let mut lateness = Histogram::default();
     for i in 0..requests {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -229,7 +241,10 @@ pub fn run_producer(
         let frame = &mut frames[partition];
         frame[CORRELATION_AT..CORRELATION_AT + 4].copy_from_slice(&(i as i32).to_be_bytes());
         // Blocks while the window is full: at most `inflight` requests unanswered.
-        if sent.send(intended).is_err() || writer.write_all(frame).is_err() {
+        // Ready to go: a full window still holds it up below, which counts to the broker.
+        let ready = Instant::now();
+        lateness.record(ready.saturating_duration_since(intended).as_nanos() as u64);
+        if sent.send((intended, ready)).is_err() || writer.write_all(frame).is_err() {
             break;
         }
         // Progress counts what was sent: the reader thread owns the answers.
@@ -239,6 +254,7 @@ pub fn run_producer(
     let mut measured = reader
         .join()
         .map_err(|_| "the response reader panicked".to_string())?;
+    measured.lateness = lateness;
     measured.records = (measured.requests - measured.errors) * options.batch as u64;
     measured.bytes = measured.records * options.size as u64;
     Ok(measured)

@@ -37,7 +37,8 @@ pub const USAGE: &str = "usage: weir bench produce [--lean] [options]
   --inflight    lean: unanswered requests per connection; library: unacknowledged batches (4)
   --acks        1 or -1 (1; library -1 turns idempotence on)
   --rate        records per second in all, paced; latency counts from the intended send
-                time, so a stalled broker cannot hide behind the bench's own waiting
+                time, so a stalled broker cannot hide behind the bench's own waiting; lean
+                produce also splits it where each request left (its own delay, the broker's)
   --fetch-bytes consume: max bytes per Fetch (32 MiB). Consume reads every partition from
                 its start to the end seen when it starts
   --lean        the pipelined client that builds its own batches (produce and consume)
@@ -447,11 +448,15 @@ fn summarize(
 ) -> Result<(), (u8, String)> {
     let elapsed = started.elapsed().as_secs_f64();
     let mut latency = Histogram::default();
+    let mut lateness = Histogram::default();
+    let mut from_write = Histogram::default();
     let (mut records, mut requests, mut errors, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut first_error = None;
     for result in results {
         let measured = result.map_err(|e| (1, e))?;
         latency.merge(&measured.latency);
+        lateness.merge(&measured.lateness);
+        from_write.merge(&measured.from_write);
         records += measured.records;
         bytes += measured.bytes;
         requests += measured.requests;
@@ -473,6 +478,10 @@ fn summarize(
         received,
         seconds: elapsed,
         latency: &latency,
+        paced: (lateness.count() > 0 && options.rate.is_some()).then_some(Paced {
+            late: &lateness,
+            from_write: &from_write,
+        }),
     };
     if options.json {
         println!("{}", report.json());
@@ -506,11 +515,33 @@ struct Report<'a> {
     received: Option<u64>,
     seconds: f64,
     latency: &'a Histogram,
+    /// Lean produce at a fixed rate: the latency split at the moment a request left.
+    paced: Option<Paced<'a>>,
+}
+
+struct Paced<'a> {
+    /// Intended send time to leaving: the producer's own delay.
+    late: &'a Histogram,
+    /// Leaving to answer: the broker, the sockets and the scheduler.
+    from_write: &'a Histogram,
+}
+
+fn ms(h: &Histogram, q: f64) -> f64 {
+    h.quantile(q) as f64 / 1e6
+}
+
+fn percentiles_json(h: &Histogram) -> serde_json::Value {
+    serde_json::json!({
+        "p50": ms(h, 0.5),
+        "p99": ms(h, 0.99),
+        "p999": ms(h, 0.999),
+        "max": h.max() as f64 / 1e6,
+    })
 }
 
 impl Report<'_> {
     fn ms(&self, q: f64) -> f64 {
-        self.latency.quantile(q) as f64 / 1e6
+        ms(self.latency, q)
     }
 
     fn mode(&self) -> &'static str {
@@ -599,7 +630,17 @@ impl Report<'_> {
             self.latency.max() as f64 / 1e6,
             self.latency_of(),
             self.latency.count(),
-        )
+        ) + &self.paced.as_ref().map_or(String::new(), |p| {
+            format!(
+                "\nsplit       left late p50 {:.3} ms  p99 {:.3} ms; left to answer p50 {:.3} ms  \
+                 p99 {:.3} ms  p99.9 {:.3} ms",
+                ms(p.late, 0.5),
+                ms(p.late, 0.99),
+                ms(p.from_write, 0.5),
+                ms(p.from_write, 0.99),
+                ms(p.from_write, 0.999),
+            )
+        })
     }
 
     fn json(&self) -> String {
@@ -627,12 +668,9 @@ impl Report<'_> {
             "errors": self.errors,
             "latency_of": self.latency_of(),
             "latency_samples": self.latency.count(),
-            "latency_ms": {
-                "p50": self.ms(0.5),
-                "p99": self.ms(0.99),
-                "p999": self.ms(0.999),
-                "max": self.latency.max() as f64 / 1e6,
-            },
+            "latency_ms": percentiles_json(self.latency),
+            "left_late_ms": self.paced.as_ref().map(|p| percentiles_json(p.late)),
+            "left_to_answer_ms": self.paced.as_ref().map(|p| percentiles_json(p.from_write)),
         })
         .to_string()
     }
