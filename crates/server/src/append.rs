@@ -3,8 +3,6 @@
 //! can wait for the disk; decision 38). Small Produces may be appended on the reactor instead
 //! (`Partitions::handle` decides); both paths run `produce` under the lock.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,38 +30,6 @@ pub(crate) fn lock(state: &Shared) -> std::sync::MutexGuard<'_, PartitionState> 
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Appends handed to appenders and not yet answered: one partition's count and its shard's
-/// (kept on the shard's thread).
-#[derive(Clone)]
-pub(crate) struct Pending {
-    partition: Rc<Cell<usize>>,
-    shard: Rc<Cell<usize>>,
-}
-
-impl Pending {
-    pub(crate) fn new(shard: &Rc<Cell<usize>>) -> Pending {
-        Pending {
-            partition: Rc::new(Cell::new(0)),
-            shard: shard.clone(),
-        }
-    }
-
-    pub(crate) fn add(&self, n: usize) {
-        self.partition.set(self.partition.get() + n);
-        self.shard.set(self.shard.get() + n);
-    }
-
-    pub(crate) fn sub(&self, n: usize) {
-        self.partition.set(self.partition.get() - n);
-        self.shard.set(self.shard.get() - n);
-    }
-
-    /// This partition's count.
-    pub(crate) fn get(&self) -> usize {
-        self.partition.get()
-    }
-}
-
 /// One Produce's records for the partition's appender.
 pub(crate) struct AppendJob {
     pub records: Vec<u8>,
@@ -76,17 +42,10 @@ pub(crate) struct AppendJob {
 const APPENDS_PER_RUN_MAX: usize = 64;
 
 /// Produces up to this size are appended on the reactor when their partition's appender is
-/// idle and the disk has not lately been slow: the hand-off to the blocking pool costs more
-/// than the write (measured: 0.57x the requests/s for 1-record Produces through the pool).
+/// idle and the disk has not lately been slow: the hand-off to the blocking pool would cost
+/// more than the write (measured: 0.57x the requests/s for 1-record Produces). Larger ones
+/// always go to the pool, which also keeps their CRC pass off the reactor.
 pub(crate) const INLINE_APPEND_BYTES_MAX: usize = 64 * 1024;
-/// Larger Produces, up to this size, are appended on the reactor too when nothing else waits
-/// for the shard (its mailbox is empty and no partition of it has appends queued): for 100 KB
-/// Produces at half load the pool's two extra thread wake-ups per request doubled the
-/// write-to-answer p99 on two shared cores. When the shard is busy they go to the pool, so a
-/// light client's small request never waits behind them on the reactor (measured under
-/// overload: the light producer's p50 went from 0.4 to 1.1 ms when they stayed inline).
-/// Larger ones always go to the pool, which keeps their CRC pass off the reactor.
-pub(crate) const INLINE_APPEND_BYTES_QUIET_MAX: usize = 1024 * 1024;
 /// An append on the reactor that took this long means the disk is pushing back ...
 pub(crate) const SLOW_INLINE_APPEND: Duration = Duration::from_millis(1);
 /// ... and every append of the shard goes to the blocking pool for this long.
@@ -171,7 +130,7 @@ pub(crate) async fn run_appender(
     state: Shared,
     end: Arc<watch::Sender<i64>>,
     mut jobs: mpsc::Receiver<AppendJob>,
-    pending: Pending,
+    pending: std::rc::Rc<std::cell::Cell<usize>>,
 ) {
     let mut run = Vec::with_capacity(APPENDS_PER_RUN_MAX);
     while jobs.recv_many(&mut run, APPENDS_PER_RUN_MAX).await > 0 {
@@ -189,7 +148,7 @@ pub(crate) async fn run_appender(
                 .collect::<Vec<Produced>>()
         })
         .await;
-        pending.sub(replies.len());
+        pending.set(pending.get() - replies.len());
         match appended {
             Ok(done) => {
                 for (produced, reply) in done.into_iter().zip(replies) {

@@ -16,8 +16,7 @@ use weir_log::{Log, LogError, LogOptions};
 
 use crate::append::{
     load_producers, lock, produce, run_appender, write_producer_snapshot, AppendJob,
-    PartitionState, Pending, Shared, INLINE_APPEND_BYTES_MAX, INLINE_APPEND_BYTES_QUIET_MAX,
-    OFFLOAD_HOLD, SLOW_INLINE_APPEND,
+    PartitionState, Shared, INLINE_APPEND_BYTES_MAX, OFFLOAD_HOLD, SLOW_INLINE_APPEND,
 };
 use crate::broker::Broker;
 use crate::coordinator::{Coordinators, GroupMsg};
@@ -122,7 +121,7 @@ struct Partition {
     appends: mpsc::Sender<AppendJob>,
     appender: tokio::task::JoinHandle<()>,
     /// Jobs given to the appender and not yet answered (counted on the shard's thread).
-    pending: Pending,
+    pending: std::rc::Rc<std::cell::Cell<usize>>,
 }
 
 /// Kafka's error code for a log error.
@@ -144,10 +143,6 @@ pub(crate) struct Partitions {
     /// Until then every append goes to the blocking pool: an append on the reactor was slow
     /// (the disk is pushing back).
     offload_until: Option<std::time::Instant>,
-    /// Appends queued to any appender of this shard and not yet answered.
-    pending: std::rc::Rc<std::cell::Cell<usize>>,
-    /// Whether the mailbox held nothing else when the message being handled was taken.
-    pub(crate) mailbox_empty: bool,
     /// The shard these partitions belong to.
     shard: usize,
     /// The retention pass under way on the blocking pool, if any; it answers with the
@@ -165,18 +160,14 @@ impl Partitions {
             shard,
             open: HashMap::new(),
             offload_until: None,
-            pending: std::rc::Rc::new(std::cell::Cell::new(0)),
-            mailbox_empty: false,
             retention: None,
         }
     }
 
     /// Whether a Produce of `bytes` for a partition whose appender is idle is appended on the
-    /// reactor: small ones are, and larger ones when nothing else waits for the shard, unless
-    /// the disk has lately made one wait.
+    /// reactor: small ones are, unless the disk has lately made one wait.
     fn append_inline(&mut self, bytes: usize) -> bool {
-        let quiet = self.mailbox_empty && self.pending.get() == 0;
-        if bytes > INLINE_APPEND_BYTES_MAX && !(quiet && bytes <= INLINE_APPEND_BYTES_QUIET_MAX) {
+        if bytes > INLINE_APPEND_BYTES_MAX {
             return false;
         }
         match self.offload_until {
@@ -214,7 +205,7 @@ impl Partitions {
                 snapshot_segments,
             }));
             let (appends, jobs) = mpsc::channel(self.broker.config.shard_mailbox_capacity.max(1));
-            let pending = Pending::new(&self.pending);
+            let pending = std::rc::Rc::new(std::cell::Cell::new(0));
             let appender = tokio::task::spawn_local(run_appender(
                 state.clone(),
                 end.clone(),
@@ -290,7 +281,7 @@ impl Partitions {
                         return;
                     }
                 }
-                p.pending.add(1);
+                p.pending.set(p.pending.get() + 1);
                 let job = AppendJob {
                     records,
                     wait_durable,
@@ -306,7 +297,7 @@ impl Partitions {
                     Err(mpsc::error::TrySendError::Closed(job)) => Some(job),
                 };
                 if let Some(job) = refused {
-                    p.pending.sub(1);
+                    p.pending.set(p.pending.get() - 1);
                     let _ = job.reply.send(ProduceOutcome::error(unknown));
                 }
             }
@@ -810,10 +801,7 @@ pub(crate) async fn run_mailbox(
                     Some(c) => c.handle(msg),
                     None => msg.unavailable(),
                 },
-                Some(msg) => {
-                    partitions.mailbox_empty = inbox.is_empty();
-                    partitions.handle(msg).await;
-                }
+                Some(msg) => partitions.handle(msg).await,
                 None => break,
             },
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
