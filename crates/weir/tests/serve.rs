@@ -1273,6 +1273,20 @@ fn bench_lean_produce_writes_what_it_reports_and_consume_reads_it_back() {
     ] {
         assert!(stdout.contains(field), "{field} missing in {stdout}");
     }
+    // Paced, the latency is split where each request left: each part is at most the whole,
+    // request by request, so each percentile is too.
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    for q in ["p50", "p99", "max"] {
+        let whole = report["latency_ms"][q].as_f64().expect("latency");
+        for part in ["left_late_ms", "left_to_answer_ms"] {
+            let ms = report[part][q].as_f64().expect("split");
+            assert!(
+                ms >= 0.0 && ms <= whole,
+                "{part} {q} {ms} > {whole}: {stdout}"
+            );
+        }
+    }
+    assert!(report["left_to_answer_ms"]["p50"].as_f64() > Some(0.0));
     // The records are in the log: 10,000 on each partition (round robin, 500 a batch).
     let mut s = weir.connect();
     let mut total = 0;
