@@ -44,11 +44,12 @@ pub struct Measured {
     pub requests: u64,
     pub errors: u64,
     pub latency: Histogram,
-    /// How late each request left: the producer's own delays, and a full window (a slow
-    /// broker). Zero unless paced.
+    /// How late each request was ready to leave: the producer's own delays, and earlier
+    /// requests' waits for a window slot (a slow broker). Zero unless paced.
     pub lateness: Histogram,
-    /// Produce: from when a request left to its answer, the broker's part of `latency` (with
-    /// the sockets' and the scheduler's).
+    /// Produce: from when a request was ready to leave (its own wait for a window slot
+    /// included) to its answer: the broker's part of `latency`, with the sockets' and the
+    /// scheduler's.
     pub from_write: Histogram,
     pub first_error: Option<String>,
 }
