@@ -48,6 +48,18 @@ pub struct ServerConfig {
     pub ws_catchup_reads: usize,
     /// `ws_fetch_max_bytes`: stored bytes one feed or catch-up read takes from a partition.
     pub ws_fetch_max_bytes: usize,
+    /// `http_fetch_max_records`: records one REST fetch returns at most, whatever its
+    /// `max_bytes` allows (a smaller `max_records` in the query wins).
+    pub http_fetch_max_records: usize,
+    /// `ws_feed_buffer_messages`: messages a shard's live feed of a partition keeps at most,
+    /// whatever their size (next to `ws_feed_buffer_bytes`).
+    pub ws_feed_buffer_messages: usize,
+    /// `ws_write_max_bytes`: bytes of waiting messages one WebSocket subscriber writes in one
+    /// go (one `writev`).
+    pub ws_write_max_bytes: usize,
+    /// `ws_group_max_pending_acks`: acks a WebSocket group member may have queued for the
+    /// gateway's group member; more are refused with `busy` until it catches up.
+    pub ws_group_max_pending_acks: usize,
     /// `ws_group_session_timeout_ms`: the session timeout of the group members the gateway
     /// runs for WebSocket clients (heartbeats go every tenth of it).
     pub ws_group_session_timeout: Duration,
@@ -173,6 +185,10 @@ impl Default for ServerConfig {
             ws_max_subscriptions: 4096,
             ws_fetch_max_bytes: 64 * 1024,
             ws_group_session_timeout: Duration::from_secs(30),
+            http_fetch_max_records: 10_000,
+            ws_feed_buffer_messages: 65_536,
+            ws_write_max_bytes: 256 * 1024,
+            ws_group_max_pending_acks: 64,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             socket_request_max_bytes: weir_kafka::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             request_memory_budget_bytes: request_memory_budget_default(),

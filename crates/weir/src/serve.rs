@@ -36,6 +36,10 @@ struct FileConfig {
     ws_max_subscriptions: Option<usize>,
     ws_fetch_max_bytes: Option<usize>,
     ws_group_session_timeout_ms: Option<u64>,
+    http_fetch_max_records: Option<usize>,
+    ws_feed_buffer_messages: Option<usize>,
+    ws_write_max_bytes: Option<usize>,
+    ws_group_max_pending_acks: Option<usize>,
     shards: Option<usize>,
     socket_request_max_bytes: Option<usize>,
     request_memory_budget_bytes: Option<usize>,
@@ -166,16 +170,29 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             }
             config.ws_feed_buffer_bytes = n;
         }
-        "ws_catchup_reads" | "ws_max_subscriptions" => {
+        "ws_catchup_reads"
+        | "ws_max_subscriptions"
+        | "http_fetch_max_records"
+        | "ws_feed_buffer_messages"
+        | "ws_group_max_pending_acks" => {
             let n: usize = value.parse().map_err(|_| bad("not a number"))?;
             if !(1..=1_000_000).contains(&n) {
                 return Err(bad("must be between 1 and 1000000"));
             }
-            if key == "ws_catchup_reads" {
-                config.ws_catchup_reads = n;
-            } else {
-                config.ws_max_subscriptions = n;
+            *match key {
+                "ws_catchup_reads" => &mut config.ws_catchup_reads,
+                "ws_max_subscriptions" => &mut config.ws_max_subscriptions,
+                "http_fetch_max_records" => &mut config.http_fetch_max_records,
+                "ws_feed_buffer_messages" => &mut config.ws_feed_buffer_messages,
+                _ => &mut config.ws_group_max_pending_acks,
+            } = n;
+        }
+        "ws_write_max_bytes" => {
+            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+            if !(4096..=64 << 20).contains(&n) {
+                return Err(bad("must be between 4096 and 67108864"));
             }
+            config.ws_write_max_bytes = n;
         }
         "ws_group_session_timeout_ms" => {
             let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
@@ -356,6 +373,22 @@ pub fn resolve(
             (
                 "ws_group_session_timeout_ms",
                 parsed.ws_group_session_timeout_ms.map(|n| n.to_string()),
+            ),
+            (
+                "http_fetch_max_records",
+                parsed.http_fetch_max_records.map(|n| n.to_string()),
+            ),
+            (
+                "ws_feed_buffer_messages",
+                parsed.ws_feed_buffer_messages.map(|n| n.to_string()),
+            ),
+            (
+                "ws_write_max_bytes",
+                parsed.ws_write_max_bytes.map(|n| n.to_string()),
+            ),
+            (
+                "ws_group_max_pending_acks",
+                parsed.ws_group_max_pending_acks.map(|n| n.to_string()),
             ),
             (
                 "http_decompressed_batch_max_bytes",
@@ -541,6 +574,8 @@ mod tests {
              http_idle_timeout_ms = 1500\nhttp_decompressed_batch_max_bytes = 1048576\n\
              ws_max_message_bytes = 2048\nws_ping_interval_ms = 50\nws_feed_buffer_bytes = 5000\nws_catchup_reads = 2\nws_max_subscriptions = 9\n\
              ws_fetch_max_bytes = 4096\nws_group_session_timeout_ms = 7000\n\
+             http_fetch_max_records = 11\nws_feed_buffer_messages = 12\nws_write_max_bytes = 8192\n\
+             ws_group_max_pending_acks = 13\n\
              [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
         .expect("write");
@@ -600,6 +635,15 @@ mod tests {
             (2048, Duration::from_millis(50), 5000, 2, 9, 4096)
         );
         assert_eq!(config.ws_group_session_timeout, Duration::from_secs(7));
+        assert_eq!(
+            (
+                config.http_fetch_max_records,
+                config.ws_feed_buffer_messages,
+                config.ws_write_max_bytes,
+                config.ws_group_max_pending_acks
+            ),
+            (11, 12, 8192, 13)
+        );
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);
         assert_eq!(defaults.http_listen.port(), 9080);
@@ -620,10 +664,17 @@ mod tests {
         let err = resolve(&args(&["--kafka-listen"]), |_| None).unwrap_err();
         assert!(err.contains("needs a value"), "{err}");
         let file = std::env::temp_dir().join(format!("weir-serve-bad-{}.toml", std::process::id()));
-        std::fs::write(&file, "quota_request_percentage = -1\n").expect("write");
-        let err =
-            resolve(&args(&["--config", file.to_str().expect("utf8")]), |_| None).unwrap_err();
-        assert!(err.contains("quota_request_percentage"), "{err}");
+        for (setting, key) in [
+            ("quota_request_percentage = -1", "quota_request_percentage"),
+            ("ws_write_max_bytes = 100", "ws_write_max_bytes"),
+            ("http_fetch_max_records = 0", "http_fetch_max_records"),
+            ("ws_group_max_pending_acks = 0", "ws_group_max_pending_acks"),
+        ] {
+            std::fs::write(&file, format!("{setting}\n")).expect("write");
+            let err =
+                resolve(&args(&["--config", file.to_str().expect("utf8")]), |_| None).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
         std::fs::remove_file(&file).ok();
     }
 }

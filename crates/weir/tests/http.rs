@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::Serve;
+use common::{ConfigFile, Serve};
 use serde_json::{json, Value};
 
 /// A keep-alive HTTP/1.1 client on one connection.
@@ -258,6 +258,42 @@ fn records_produced_over_rest_are_fetched_back_identical() {
     assert_eq!(past.status, 416);
     assert_eq!(past.json()["error"], "offset_out_of_range");
     assert!(past.json()["high_watermark"].is_i64());
+}
+
+#[test]
+fn a_rest_fetch_returns_at_most_http_fetch_max_records() {
+    let config = ConfigFile::new("http-records", "http_fetch_max_records = 3\n");
+    let serve = Serve::start_in(
+        std::env::temp_dir().join(format!("weir-http-records-{}", std::process::id())),
+        &config.args(),
+    );
+    let mut c = Client::connect(&serve);
+    create(&mut c, "capped", 1);
+    let records: Vec<Value> = (0..5).map(|i| json!({"value": format!("r{i}")})).collect();
+    let produced = c.request(
+        "POST",
+        "/topics/capped/records",
+        Some(&json!({"encoding": "utf8", "records": records})),
+    );
+    assert_eq!(produced.status, 200);
+    for (query, expected) in [("", 3), ("&max_records=100", 3), ("&max_records=2", 2)] {
+        let fetched = c
+            .request(
+                "GET",
+                &format!("/topics/capped/partitions/0/records?offset=0&encoding=utf8{query}"),
+                None,
+            )
+            .json();
+        let values: Vec<&str> = fetched["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .filter_map(|r| r["value"].as_str())
+            .collect();
+        let wanted: Vec<String> = (0..expected).map(|i| format!("r{i}")).collect();
+        assert_eq!(values, wanted, "{query}");
+        assert_eq!(fetched["next_offset"], expected, "{query}");
+    }
 }
 
 #[test]

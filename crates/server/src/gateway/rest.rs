@@ -41,8 +41,6 @@ const DASHBOARD: &str = include_str!("dashboard/index.html");
 /// The OpenAPI document served at `/openapi.json`.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
-/// Records one REST fetch returns at most, whatever `max_bytes` allows.
-const FETCH_RECORDS_MAX: usize = 10_000;
 /// Longest `wait_ms` a REST fetch may ask for (as a Kafka Fetch's `max_wait_ms`).
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Stored bytes a REST fetch turns into JSON on the reactor; more goes to the blocking pool.
@@ -489,7 +487,8 @@ async fn fetch(broker: &Arc<Broker>, name: &str, partition: &str, request: &Requ
         Ok::<_, Response>((
             query_number::<i64>(request, "offset")?,
             query_number::<u64>(request, "max_bytes")?.unwrap_or(FETCH_MAX_BYTES_DEFAULT),
-            query_number::<usize>(request, "max_records")?.unwrap_or(FETCH_RECORDS_MAX),
+            query_number::<usize>(request, "max_records")?
+                .unwrap_or(broker.config.http_fetch_max_records),
             query_number::<u64>(request, "wait_ms")?.unwrap_or(0),
             Encoding::parse(request.query("encoding")).map_err(body_error)?,
         ))
@@ -499,7 +498,7 @@ async fn fetch(broker: &Arc<Broker>, name: &str, partition: &str, request: &Requ
         Err(response) => return response,
     };
     let max_bytes = max_bytes.clamp(1, broker.config.fetch_max_bytes as u64);
-    let max_records = max_records.clamp(1, FETCH_RECORDS_MAX);
+    let max_records = max_records.clamp(1, broker.config.http_fetch_max_records.max(1));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(FETCH_WAIT_MAX);
     let mut offset = offset;
     loop {

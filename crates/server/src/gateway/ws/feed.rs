@@ -24,8 +24,6 @@ use crate::partition::{FetchOutcome, ShardMsg};
 
 /// How often an idle feed checks whether anyone still listens.
 const FEED_IDLE_CHECK: Duration = Duration::from_secs(1);
-/// Messages a feed keeps at most, whatever their size (markers-only ones have none).
-const FEED_ITEMS_MAX: usize = 65_536;
 /// Records one message carries at most.
 pub(crate) const MESSAGE_RECORDS_MAX: usize = 10_000;
 
@@ -280,6 +278,7 @@ pub(crate) fn join(
 
 async fn run(broker: Arc<Broker>, topic: Arc<Topic>, key: Key, feed: Rc<Feed>) {
     let limit = broker.config.ws_feed_buffer_bytes;
+    let items_max = broker.config.ws_feed_buffer_messages.max(1);
     loop {
         // Nobody follows it any more: stop.
         if feed.subscribers.get() == 0 {
@@ -305,7 +304,7 @@ async fn run(broker: Arc<Broker>, topic: Arc<Topic>, key: Key, feed: Rc<Feed>) {
             let mut history = feed.history.borrow_mut();
             history.bytes += item.held_bytes();
             history.items.push_back(Arc::new(item));
-            while (history.bytes > limit || history.items.len() > FEED_ITEMS_MAX)
+            while (history.bytes > limit || history.items.len() > items_max)
                 && history.items.len() > 1
             {
                 if let Some(old) = history.items.pop_front() {

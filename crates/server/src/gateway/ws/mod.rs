@@ -285,9 +285,6 @@ struct Session {
     peer: String,
 }
 
-/// Commands queued for a connection's group member (acks wait when it is behind).
-const MEMBER_COMMANDS_MAX: usize = 64;
-
 /// Handles one frame: Ok(false) when the client closed, Err when it broke the protocol.
 async fn on_frame(
     session: &mut Session,
@@ -604,7 +601,8 @@ fn subscribe_as_member(session: &mut Session, doc: &Map<String, Value>) -> Answe
             ))
         }
     };
-    let (commands, receiver) = tokio::sync::mpsc::channel(MEMBER_COMMANDS_MAX);
+    let (commands, receiver) =
+        tokio::sync::mpsc::channel(session.broker.config.ws_group_max_pending_acks.max(1));
     let spec = group::Spec {
         group: group.clone(),
         topic: topic.clone(),
@@ -662,8 +660,9 @@ async fn ack(session: &mut Session, doc: &Map<String, Value>) -> Result<(), Refu
             tokio::sync::mpsc::error::TrySendError::Full(_) => (
                 "busy",
                 format!(
-                    "{MEMBER_COMMANDS_MAX} acks are waiting for the group member (in a \
-                     rebalance?); ack again later (the latest ack covers the earlier ones)"
+                    "{} acks are waiting for the group member (in a rebalance?); ack again \
+                     later (the latest ack covers the earlier ones)",
+                    session.broker.config.ws_group_max_pending_acks
                 ),
             ),
             tokio::sync::mpsc::error::TrySendError::Closed(_) => {

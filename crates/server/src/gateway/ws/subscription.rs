@@ -109,7 +109,7 @@ async fn run(
         };
         // Seen before looking, so a message added after the look wakes the wait below.
         position.borrow_and_update();
-        match feed.after(offset, BATCH_BYTES_MAX) {
+        match feed.after(offset, broker.config.ws_write_max_bytes) {
             Next::Items(items, next) => {
                 live = true;
                 let mut batch = Batch::default();
@@ -186,9 +186,6 @@ async fn run(
         }
     }
 }
-
-/// Most bytes of waiting messages a subscriber writes in one go.
-const BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// Frames gathered for one write: whole feed frames, or a frame of an item's later records
 /// (a subscriber that joined in the middle of one).
