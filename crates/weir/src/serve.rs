@@ -70,9 +70,29 @@ struct ClientQuota {
     request_percentage: Option<f64>,
 }
 
+/// `value` as a number of at least `min` and, with a `max`, at most that; or why not.
+fn number<T>(value: &str, min: T, max: Option<T>) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let n: T = value.parse().map_err(|_| "not a number".to_string())?;
+    match max {
+        Some(max) if n < min || n > max => Err(format!("must be between {min} and {max}")),
+        None if n < min => Err(format!("must be at least {min}")),
+        _ => Ok(n),
+    }
+}
+
 /// One setting from one source, applied in precedence order.
 fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Result<(), String> {
     let bad = |why: &str| format!("{source}: {key}={value:?}: {why}");
+    let at_least = |value: &str, min| number(value, min, None).map_err(|why| bad(&why));
+    let between = |value: &str, min, max| number(value, min, Some(max)).map_err(|why| bad(&why));
+    let millis_at_least = |value: &str, min: u64| {
+        number(value, min, None)
+            .map(Duration::from_millis)
+            .map_err(|why| bad(&why))
+    };
     match key {
         "data_dir" => config.data_dir = PathBuf::from(value),
         "kafka_listen" => config.kafka_listen = parse_addr(value).map_err(|e| bad(&e))?,
@@ -84,13 +104,7 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             let port = port.parse().map_err(|_| bad("bad port"))?;
             config.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
         }
-        "shards" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if !(1..=1024).contains(&n) {
-                return Err(bad("must be between 1 and 1024"));
-            }
-            config.shards = n;
-        }
+        "shards" => config.shards = between(value, 1, 1024)?,
         "socket_request_max_bytes" => {
             let n: usize = value.parse().map_err(|_| bad("not a number"))?;
             if n < 64 || n > i32::MAX as usize {
@@ -123,115 +137,36 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             }
             config.request_memory_budget_bytes = n;
         }
-        "max_connections" | "max_connections_per_ip" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if n < 1 {
-                return Err(bad("must be at least 1"));
-            }
-            if key == "max_connections" {
-                config.max_connections = n;
-            } else {
-                config.max_connections_per_ip = n;
-            }
+        "max_connections" => config.max_connections = at_least(value, 1)?,
+        "max_connections_per_ip" => config.max_connections_per_ip = at_least(value, 1)?,
+        "http_max_connections" => config.http_max_connections = at_least(value, 1)?,
+        "http_max_header_bytes" => config.http_max_header_bytes = at_least(value, 1024)?,
+        "http_max_body_bytes" => config.http_max_body_bytes = at_least(value, 1024)?,
+        "http_decompressed_batch_max_bytes" => {
+            config.http_decompressed_batch_max_bytes = at_least(value, 1024)?
         }
-        "http_max_connections" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if n < 1 {
-                return Err(bad("must be at least 1"));
-            }
-            config.http_max_connections = n;
-        }
-        "http_max_header_bytes" | "http_max_body_bytes" | "http_decompressed_batch_max_bytes" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if n < 1024 {
-                return Err(bad("must be at least 1024"));
-            }
-            match key {
-                "http_max_header_bytes" => config.http_max_header_bytes = n,
-                "http_max_body_bytes" => config.http_max_body_bytes = n,
-                _ => config.http_decompressed_batch_max_bytes = n,
-            }
-        }
-        "ws_max_message_bytes" | "ws_fetch_max_bytes" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if n < 1024 {
-                return Err(bad("must be at least 1024"));
-            }
-            if key == "ws_max_message_bytes" {
-                config.ws_max_message_bytes = n;
-            } else {
-                config.ws_fetch_max_bytes = n;
-            }
-        }
-        "ws_feed_buffer_bytes" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if n < 4096 {
-                return Err(bad("must be at least 4096"));
-            }
-            config.ws_feed_buffer_bytes = n;
-        }
-        "ws_catchup_reads"
-        | "ws_max_subscriptions"
-        | "http_fetch_max_records"
-        | "ws_feed_buffer_messages"
-        | "ws_group_max_pending_acks" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if !(1..=1_000_000).contains(&n) {
-                return Err(bad("must be between 1 and 1000000"));
-            }
-            *match key {
-                "ws_catchup_reads" => &mut config.ws_catchup_reads,
-                "ws_max_subscriptions" => &mut config.ws_max_subscriptions,
-                "http_fetch_max_records" => &mut config.http_fetch_max_records,
-                "ws_feed_buffer_messages" => &mut config.ws_feed_buffer_messages,
-                _ => &mut config.ws_group_max_pending_acks,
-            } = n;
-        }
-        "ws_write_max_bytes" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if !(4096..=64 << 20).contains(&n) {
-                return Err(bad("must be between 4096 and 67108864"));
-            }
-            config.ws_write_max_bytes = n;
+        "http_idle_timeout_ms" => config.http_idle_timeout = millis_at_least(value, 1)?,
+        "http_fetch_max_records" => config.http_fetch_max_records = between(value, 1, 1_000_000)?,
+        "ws_max_message_bytes" => config.ws_max_message_bytes = at_least(value, 1024)?,
+        "ws_fetch_max_bytes" => config.ws_fetch_max_bytes = at_least(value, 1024)?,
+        "ws_feed_buffer_bytes" => config.ws_feed_buffer_bytes = at_least(value, 4096)?,
+        "ws_feed_buffer_messages" => config.ws_feed_buffer_messages = between(value, 1, 1_000_000)?,
+        "ws_write_max_bytes" => config.ws_write_max_bytes = between(value, 4096, 64 << 20)?,
+        "ws_catchup_reads" => config.ws_catchup_reads = between(value, 1, 1_000_000)?,
+        "ws_max_subscriptions" => config.ws_max_subscriptions = between(value, 1, 1_000_000)?,
+        "ws_group_max_pending_acks" => {
+            config.ws_group_max_pending_acks = between(value, 1, 1_000_000)?
         }
         "ws_group_session_timeout_ms" => {
-            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
-            if ms < 1000 {
-                return Err(bad("must be at least 1000"));
-            }
-            config.ws_group_session_timeout = Duration::from_millis(ms);
+            config.ws_group_session_timeout = millis_at_least(value, 1000)?
         }
-        "ws_ping_interval_ms" => {
-            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
-            if ms < 10 {
-                return Err(bad("must be at least 10"));
-            }
-            config.ws_ping_interval = Duration::from_millis(ms);
-        }
-        "http_idle_timeout_ms" => {
-            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
-            if ms < 1 {
-                return Err(bad("must be at least 1"));
-            }
-            config.http_idle_timeout = Duration::from_millis(ms);
-        }
+        "ws_ping_interval_ms" => config.ws_ping_interval = millis_at_least(value, 10)?,
         "log_retention_check_interval_ms" => {
-            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
-            if ms < 1 {
-                return Err(bad("must be at least 1"));
-            }
-            config.log_retention_check_interval = Duration::from_millis(ms);
+            config.log_retention_check_interval = millis_at_least(value, 1)?
         }
-        "connections_max_idle_ms" | "request_complete_timeout_ms" => {
-            let ms: u64 = value.parse().map_err(|_| bad("not a number"))?;
-            if ms < 1 {
-                return Err(bad("must be at least 1"));
-            }
-            if key == "connections_max_idle_ms" {
-                config.connections_max_idle = Duration::from_millis(ms);
-            } else {
-                config.request_complete_timeout = Duration::from_millis(ms);
-            }
+        "connections_max_idle_ms" => config.connections_max_idle = millis_at_least(value, 1)?,
+        "request_complete_timeout_ms" => {
+            config.request_complete_timeout = millis_at_least(value, 1)?
         }
         "shutdown_grace_ms" => {
             config.shutdown_grace =
@@ -263,13 +198,7 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
             config.groups.coordination.session_timeout_ms_max =
                 value.parse().map_err(|_| bad("not a number"))?
         }
-        "group_max_size" => {
-            let n: usize = value.parse().map_err(|_| bad("not a number"))?;
-            if n < 1 {
-                return Err(bad("must be at least 1"));
-            }
-            config.groups.coordination.members_max = n;
-        }
+        "group_max_size" => config.groups.coordination.members_max = at_least(value, 1)?,
         _ => return Err(format!("{source}: unknown setting {key:?}")),
     }
     Ok(())
@@ -664,16 +593,38 @@ mod tests {
         let err = resolve(&args(&["--kafka-listen"]), |_| None).unwrap_err();
         assert!(err.contains("needs a value"), "{err}");
         let file = std::env::temp_dir().join(format!("weir-serve-bad-{}.toml", std::process::id()));
-        for (setting, key) in [
-            ("quota_request_percentage = -1", "quota_request_percentage"),
-            ("ws_write_max_bytes = 100", "ws_write_max_bytes"),
-            ("http_fetch_max_records = 0", "http_fetch_max_records"),
-            ("ws_group_max_pending_acks = 0", "ws_group_max_pending_acks"),
+        for (setting, key, why) in [
+            (
+                "quota_request_percentage = -1",
+                "quota_request_percentage",
+                "positive",
+            ),
+            (
+                "ws_write_max_bytes = 100",
+                "ws_write_max_bytes",
+                "between 4096 and 67108864",
+            ),
+            (
+                "http_fetch_max_records = 0",
+                "http_fetch_max_records",
+                "between 1 and 1000000",
+            ),
+            (
+                "http_max_body_bytes = 10",
+                "http_max_body_bytes",
+                "at least 1024",
+            ),
+            (
+                "ws_ping_interval_ms = 5",
+                "ws_ping_interval_ms",
+                "at least 10",
+            ),
+            ("shards = 2000", "shards", "between 1 and 1024"),
         ] {
             std::fs::write(&file, format!("{setting}\n")).expect("write");
             let err =
                 resolve(&args(&["--config", file.to_str().expect("utf8")]), |_| None).unwrap_err();
-            assert!(err.contains(key), "{err}");
+            assert!(err.contains(key) && err.contains(why), "{err}");
         }
         std::fs::remove_file(&file).ok();
     }
