@@ -263,10 +263,7 @@ fn records_produced_over_rest_are_fetched_back_identical() {
 #[test]
 fn a_rest_fetch_returns_at_most_http_fetch_max_records() {
     let config = ConfigFile::new("http-records", "http_fetch_max_records = 3\n");
-    let serve = Serve::start_in(
-        std::env::temp_dir().join(format!("weir-http-records-{}", std::process::id())),
-        &config.args(),
-    );
+    let serve = Serve::start_with(&config);
     let mut c = Client::connect(&serve);
     create(&mut c, "capped", 1);
     let records: Vec<Value> = (0..5).map(|i| json!({"value": format!("r{i}")})).collect();

@@ -348,10 +348,7 @@ fn a_subscriber_that_stops_reading_is_paused_at_its_offset_without_growing_memor
         "ws-slow",
         "ws_feed_buffer_bytes = 65536\nws_fetch_max_bytes = 65536\n",
     );
-    let serve = Serve::start_in(
-        std::env::temp_dir().join(format!("weir-ws-slow-{}", std::process::id())),
-        &config.args(),
-    );
+    let serve = Serve::start_with(&config);
     create(&serve, "flood", 1);
     let mut slow = Ws::open(&serve);
     slow.subscribe(json!({"op": "subscribe", "topic": "flood", "encoding": "base64"}));
@@ -402,10 +399,7 @@ fn a_subscriber_that_stops_reading_is_paused_at_its_offset_without_growing_memor
 #[test]
 fn a_client_that_answers_no_pings_is_closed_and_one_that_does_is_not() {
     let config = ConfigFile::new("ws-ping", "ws_ping_interval_ms = 200\n");
-    let serve = Serve::start_in(
-        std::env::temp_dir().join(format!("weir-ws-ping-{}", std::process::id())),
-        &config.args(),
-    );
+    let serve = Serve::start_with(&config);
     let mut dead = Ws::open(&serve);
     let mut alive = Ws::open(&serve);
     // The live one answers its pings on a thread of its own.
@@ -569,10 +563,7 @@ fn a_group_member_over_websocket_resumes_from_its_commits_and_shares_partitions(
         "ws-group",
         "group_initial_rebalance_delay_ms = 0\nws_group_session_timeout_ms = 6000\n",
     );
-    let serve = Serve::start_in(
-        std::env::temp_dir().join(format!("weir-ws-group-{}", std::process::id())),
-        &config.args(),
-    );
+    let serve = Serve::start_with(&config);
     create(&serve, "g", 2);
     let records: Vec<Value> = (0..20)
         .map(|i| json!({"value": format!("v{i}"), "partition": i % 2}))
@@ -688,10 +679,7 @@ fn a_websocket_member_and_a_kafka_consumer_share_a_group() {
         "ws-mixed",
         "group_initial_rebalance_delay_ms = 0\nws_group_session_timeout_ms = 6000\n",
     );
-    let serve = Serve::start_in(
-        std::env::temp_dir().join(format!("weir-ws-mixed-{}", std::process::id())),
-        &config.args(),
-    );
+    let serve = Serve::start_with(&config);
     create(&serve, "mixed", 2);
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/clients/group_member.py");

@@ -100,6 +100,15 @@ pub struct Serve {
 
 impl Serve {
     pub fn start() -> Serve {
+        Serve::start_in(Serve::fresh_dir(), &[])
+    }
+
+    /// A broker on a fresh data directory that reads `config`.
+    pub fn start_with(config: &ConfigFile) -> Serve {
+        Serve::start_in(Serve::fresh_dir(), &config.args())
+    }
+
+    fn fresh_dir() -> PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -108,7 +117,7 @@ impl Serve {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        Serve::start_in(dir, &[])
+        dir
     }
 
     /// Stops the broker with `signal` (TERM or KILL) and starts it again on the same data.
