@@ -546,12 +546,7 @@ fn the_dashboard_shows_live_records_in_a_real_browser() {
         && root
             .join("tests/clients/node_modules/playwright-core")
             .exists();
-    if !ready {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "chromium or playwright-core missing: scripts/test installs them"
-        );
-        eprintln!("SKIPPED: chromium or playwright-core missing (scripts/test installs them)");
+    if !common::installed(ready, "chromium or playwright-core") {
         return;
     }
     let serve = Serve::start();

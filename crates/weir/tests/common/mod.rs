@@ -6,18 +6,23 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether a client the test needs is `present`; under CI=true its absence fails the test
+/// instead of skipping it (scripts/test installs every one).
+pub fn installed(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{what} missing: scripts/test installs it"
+        );
+        eprintln!("SKIPPED: {what} missing (scripts/test installs it)");
+    }
+    present
+}
+
 pub fn python() -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = root.join(".venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "no .venv: scripts/test installs the Python clients"
-    );
-    eprintln!("SKIPPED: no .venv (scripts/test installs the Python clients)");
-    None
+    installed(python.exists(), "the Python clients' .venv").then_some(python)
 }
 
 /// The broker's `/metrics` text.
@@ -53,15 +58,7 @@ impl Drop for ConfigFile {
 
 /// Whether kcat is installed; under CI=true its absence fails the test instead.
 pub fn kcat_available() -> bool {
-    if Command::new("kcat").arg("-V").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "kcat missing: scripts/test installs it"
-    );
-    eprintln!("SKIPPED: kcat not installed (scripts/test installs it)");
-    false
+    installed(Command::new("kcat").arg("-V").output().is_ok(), "kcat")
 }
 
 /// Reads what the socket has onto `buf`; false at end of stream or on an error (a timeout).
