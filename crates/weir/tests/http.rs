@@ -111,6 +111,16 @@ impl Client {
     }
 }
 
+/// The string values of a fetch answer's records, in order.
+fn values(fetched: &Value) -> Vec<&str> {
+    fetched["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["value"].as_str())
+        .collect()
+}
+
 fn create(client: &mut Client, name: &str, partitions: i32) {
     let created = client.request(
         "POST",
@@ -281,12 +291,7 @@ fn a_rest_fetch_returns_at_most_http_fetch_max_records() {
                 None,
             )
             .json();
-        let values: Vec<&str> = fetched["records"]
-            .as_array()
-            .expect("records")
-            .iter()
-            .filter_map(|r| r["value"].as_str())
-            .collect();
+        let values = values(&fetched);
         let wanted: Vec<String> = (0..expected).map(|i| format!("r{i}")).collect();
         assert_eq!(values, wanted, "{query}");
         assert_eq!(fetched["next_offset"], expected, "{query}");
@@ -482,12 +487,7 @@ fn bad_requests_get_clear_errors_and_a_healthy_client_carries_on() {
     let all = healthy
         .request("GET", "/topics/t/partitions/0/records?encoding=utf8", None)
         .json();
-    let values: Vec<&str> = all["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .filter_map(|r| r["value"].as_str())
-        .collect();
+    let values = values(&all);
     assert!(values.iter().all(|v| *v == "ok"), "{values:?}");
     assert_eq!(values.len(), produced as usize);
     let p1 = healthy
