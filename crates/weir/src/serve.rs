@@ -16,51 +16,6 @@ pub const USAGE: &str =
 environment: WEIR_DATA_DIR, WEIR_KAFKA_LISTEN, WEIR_ADVERTISED_LISTENER, WEIR_HTTP_LISTEN,
              WEIR_SHARDS (flags win over the environment, which wins over the file)";
 
-/// The config file (TOML). Every key is optional; unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    kafka_listen: Option<String>,
-    advertised_listener: Option<String>,
-    http_listen: Option<String>,
-    http_max_connections: Option<usize>,
-    http_max_header_bytes: Option<usize>,
-    http_max_body_bytes: Option<usize>,
-    http_idle_timeout_ms: Option<u64>,
-    http_decompressed_batch_max_bytes: Option<usize>,
-    ws_max_message_bytes: Option<usize>,
-    ws_ping_interval_ms: Option<u64>,
-    ws_feed_buffer_bytes: Option<usize>,
-    ws_catchup_reads: Option<usize>,
-    ws_max_subscriptions: Option<usize>,
-    ws_fetch_max_bytes: Option<usize>,
-    ws_group_session_timeout_ms: Option<u64>,
-    http_fetch_max_records: Option<usize>,
-    ws_feed_buffer_messages: Option<usize>,
-    ws_write_max_bytes: Option<usize>,
-    ws_group_max_pending_acks: Option<usize>,
-    shards: Option<usize>,
-    socket_request_max_bytes: Option<usize>,
-    request_memory_budget_bytes: Option<usize>,
-    quota_producer_byte_rate: Option<u64>,
-    quota_consumer_byte_rate: Option<u64>,
-    quota_request_percentage: Option<f64>,
-    client_quotas: Option<std::collections::BTreeMap<String, ClientQuota>>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    connections_max_idle_ms: Option<u64>,
-    request_complete_timeout_ms: Option<u64>,
-    shutdown_grace_ms: Option<u64>,
-    log_retention_check_interval_ms: Option<u64>,
-    offsets_partitions: Option<u32>,
-    offsets_retention_minutes: Option<u64>,
-    group_initial_rebalance_delay_ms: Option<u64>,
-    group_min_session_timeout_ms: Option<u64>,
-    group_max_session_timeout_ms: Option<u64>,
-    group_max_size: Option<usize>,
-}
-
 /// `[client_quotas."<client id>"]`: one client's rates (Kafka's quota names).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +154,22 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
                 value.parse().map_err(|_| bad("not a number"))?
         }
         "group_max_size" => config.groups.coordination.members_max = at_least(value, 1)?,
+        "offset_metadata_max_bytes" => {
+            config.groups.coordination.offset_metadata_bytes_max = between(value, 0, 1 << 20)?
+        }
+        "offsets_retention_check_interval_ms" => {
+            config.groups.offsets_retention_check_ms =
+                number(value, 1, None).map_err(|w| bad(&w))?
+        }
+        "auto_create_topics" => {
+            config.auto_create_topics = value.parse().map_err(|_| bad("not true or false"))?
+        }
+        "num_partitions" => {
+            config.num_partitions = number(value, 1, Some(10_000)).map_err(|w| bad(&w))?
+        }
+        "shard_mailbox_capacity" => config.shard_mailbox_capacity = between(value, 1, 1 << 20)?,
+        "flush_threads" => config.flush_threads = between(value, 1, 64)?,
+        "fetch_max_bytes" => config.fetch_max_bytes = between(value, 1024, i32::MAX as usize)?,
         _ => return Err(format!("{source}: unknown setting {key:?}")),
     }
     Ok(())
@@ -252,159 +223,32 @@ pub fn resolve(
     let mut config = ServerConfig::default();
     if let Some(path) = file {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        let parsed: FileConfig = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let parsed: toml::Table = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
         let source = format!("config file {path}");
-        let entries = [
-            ("data_dir", parsed.data_dir.map(|p| p.display().to_string())),
-            ("kafka_listen", parsed.kafka_listen),
-            ("advertised_listener", parsed.advertised_listener),
-            ("http_listen", parsed.http_listen),
-            (
-                "http_max_connections",
-                parsed.http_max_connections.map(|n| n.to_string()),
-            ),
-            (
-                "http_max_header_bytes",
-                parsed.http_max_header_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "http_max_body_bytes",
-                parsed.http_max_body_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "http_idle_timeout_ms",
-                parsed.http_idle_timeout_ms.map(|n| n.to_string()),
-            ),
-            (
-                "ws_max_message_bytes",
-                parsed.ws_max_message_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "ws_ping_interval_ms",
-                parsed.ws_ping_interval_ms.map(|n| n.to_string()),
-            ),
-            (
-                "ws_feed_buffer_bytes",
-                parsed.ws_feed_buffer_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "ws_catchup_reads",
-                parsed.ws_catchup_reads.map(|n| n.to_string()),
-            ),
-            (
-                "ws_max_subscriptions",
-                parsed.ws_max_subscriptions.map(|n| n.to_string()),
-            ),
-            (
-                "ws_fetch_max_bytes",
-                parsed.ws_fetch_max_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "ws_group_session_timeout_ms",
-                parsed.ws_group_session_timeout_ms.map(|n| n.to_string()),
-            ),
-            (
-                "http_fetch_max_records",
-                parsed.http_fetch_max_records.map(|n| n.to_string()),
-            ),
-            (
-                "ws_feed_buffer_messages",
-                parsed.ws_feed_buffer_messages.map(|n| n.to_string()),
-            ),
-            (
-                "ws_write_max_bytes",
-                parsed.ws_write_max_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "ws_group_max_pending_acks",
-                parsed.ws_group_max_pending_acks.map(|n| n.to_string()),
-            ),
-            (
-                "http_decompressed_batch_max_bytes",
-                parsed
-                    .http_decompressed_batch_max_bytes
-                    .map(|n| n.to_string()),
-            ),
-            ("shards", parsed.shards.map(|n| n.to_string())),
-            (
-                "socket_request_max_bytes",
-                parsed.socket_request_max_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "request_memory_budget_bytes",
-                parsed.request_memory_budget_bytes.map(|n| n.to_string()),
-            ),
-            (
-                "quota_producer_byte_rate",
-                parsed.quota_producer_byte_rate.map(|n| n.to_string()),
-            ),
-            (
-                "quota_consumer_byte_rate",
-                parsed.quota_consumer_byte_rate.map(|n| n.to_string()),
-            ),
-            (
-                "quota_request_percentage",
-                parsed.quota_request_percentage.map(|n| n.to_string()),
-            ),
-            (
-                "max_connections",
-                parsed.max_connections.map(|n| n.to_string()),
-            ),
-            (
-                "max_connections_per_ip",
-                parsed.max_connections_per_ip.map(|n| n.to_string()),
-            ),
-            (
-                "connections_max_idle_ms",
-                parsed.connections_max_idle_ms.map(|n| n.to_string()),
-            ),
-            (
-                "request_complete_timeout_ms",
-                parsed.request_complete_timeout_ms.map(|n| n.to_string()),
-            ),
-            (
-                "shutdown_grace_ms",
-                parsed.shutdown_grace_ms.map(|n| n.to_string()),
-            ),
-            (
-                "log_retention_check_interval_ms",
-                parsed
-                    .log_retention_check_interval_ms
-                    .map(|n| n.to_string()),
-            ),
-            (
-                "offsets_partitions",
-                parsed.offsets_partitions.map(|n| n.to_string()),
-            ),
-            (
-                "offsets_retention_minutes",
-                parsed.offsets_retention_minutes.map(|n| n.to_string()),
-            ),
-            (
-                "group_initial_rebalance_delay_ms",
-                parsed
-                    .group_initial_rebalance_delay_ms
-                    .map(|n| n.to_string()),
-            ),
-            (
-                "group_min_session_timeout_ms",
-                parsed.group_min_session_timeout_ms.map(|n| n.to_string()),
-            ),
-            (
-                "group_max_session_timeout_ms",
-                parsed.group_max_session_timeout_ms.map(|n| n.to_string()),
-            ),
-            (
-                "group_max_size",
-                parsed.group_max_size.map(|n| n.to_string()),
-            ),
-        ];
-        for (key, value) in entries {
-            if let Some(value) = value {
-                apply(&mut config, key, &value, &source)?;
-            }
+        let mut client_quotas = std::collections::BTreeMap::<String, ClientQuota>::new();
+        // Every key is optional; each goes through the same checks as a flag or a variable,
+        // and an unknown one is an error.
+        for (key, value) in parsed {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                table @ toml::Value::Table(_) if key == "client_quotas" => {
+                    client_quotas = table
+                        .try_into()
+                        .map_err(|e| format!("{source}: client_quotas: {e}"))?;
+                    continue;
+                }
+                _ => {
+                    return Err(format!(
+                        "{source}: {key}: expected a number, string or boolean"
+                    ))
+                }
+            };
+            apply(&mut config, &key, &value, &source)?;
         }
-        for (client, quota) in parsed.client_quotas.unwrap_or_default() {
+        for (client, quota) in client_quotas {
             let rate = |r: Option<u64>, name: &str| match r {
                 Some(0) => Err(format!(
                     "{source}: client_quotas.{client:?}.{name}: must be at least 1"
@@ -505,6 +349,9 @@ mod tests {
              ws_fetch_max_bytes = 4096\nws_group_session_timeout_ms = 7000\n\
              http_fetch_max_records = 11\nws_feed_buffer_messages = 12\nws_write_max_bytes = 8192\n\
              ws_group_max_pending_acks = 13\n\
+             auto_create_topics = false\nnum_partitions = 6\nshard_mailbox_capacity = 14\n\
+             flush_threads = 3\nfetch_max_bytes = 65536\noffsets_retention_check_interval_ms = 15\n\
+             offset_metadata_max_bytes = 16\n\
              [client_quotas.etl]\nrequest_percentage = 0.5\n",
         )
         .expect("write");
@@ -573,11 +420,46 @@ mod tests {
             ),
             (11, 12, 8192, 13)
         );
+        assert_eq!(
+            (
+                config.auto_create_topics,
+                config.num_partitions,
+                config.shard_mailbox_capacity,
+                config.flush_threads,
+                config.fetch_max_bytes,
+                config.groups.offsets_retention_check_ms,
+                config.groups.coordination.offset_metadata_bytes_max
+            ),
+            (false, 6, 14, 3, 65536, 15, 16)
+        );
         let defaults = resolve(&[], |_| None).expect("defaults");
         assert_eq!(defaults.kafka_listen.port(), 9092);
         assert_eq!(defaults.http_listen.port(), 9080);
         assert_eq!(defaults.data_dir, PathBuf::from("weir-data"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// docs/config.md lists exactly the keys `apply` knows.
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = include_str!("../../../docs/config.md");
+        let documented: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .filter(|key| !key.starts_with("--") && *key != "client_quotas")
+            .collect();
+        let source = include_str!("serve.rs");
+        let body = &source[source.find("fn apply(").expect("apply")..];
+        let body = &body[..body.find("\n}\n").expect("end of apply")];
+        let known: std::collections::BTreeSet<&str> = body
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('"') && l.contains("=>"))
+            .flat_map(|l| l[..l.find("=>").expect("arm")].split('|'))
+            .map(|key| key.trim().trim_matches('"'))
+            .collect();
+        assert_eq!(documented, known);
+        assert!(doc.contains("[client_quotas."));
     }
 
     #[test]
@@ -620,6 +502,24 @@ mod tests {
                 "at least 10",
             ),
             ("shards = 2000", "shards", "between 1 and 1024"),
+            (
+                "auto_create_topics = 1",
+                "auto_create_topics",
+                "not true or false",
+            ),
+            (
+                "num_partitions = 0",
+                "num_partitions",
+                "between 1 and 10000",
+            ),
+            ("fetch_max_bytes = 10", "fetch_max_bytes", "between 1024"),
+            ("no_such_key = 1", "no_such_key", "unknown setting"),
+            (
+                "shards = [1]",
+                "shards",
+                "expected a number, string or boolean",
+            ),
+            ("[client_quotas.etl]\nbogus = 1", "client_quotas", "bogus"),
         ] {
             std::fs::write(&file, format!("{setting}\n")).expect("write");
             let err =
