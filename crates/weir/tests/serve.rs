@@ -291,6 +291,35 @@ fn metadata_advertises_the_listener_and_auto_creates_topics() {
 }
 
 #[test]
+fn auto_creation_and_the_default_partition_count_come_from_the_config_file() {
+    let dir = temp_dir();
+    let file = dir.0.with_extension("toml");
+    std::fs::write(&file, "auto_create_topics = false\nnum_partitions = 3\n").expect("config");
+    let weir = Weir::start(&["--config", file.to_str().expect("utf-8")]);
+    let mut s = weir.connect();
+    // Metadata may ask for creation; the broker's setting says no.
+    let body = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string("not-created".to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(true);
+    let frame = request_frame(ApiKey::Metadata, 12, &body);
+    let (_, mut body) = call(&mut s, &frame, ApiKey::Metadata, 12);
+    let response = MetadataResponse::decode(&mut body, 12).expect("Metadata");
+    assert_eq!(
+        response.topics[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(partitions_of(&mut s, "not-created"), None);
+    // CreateTopics without a count (-1) takes num_partitions.
+    let created = create_topic(&mut s, 7, "defaulted", -1, -1, &[], false);
+    assert_eq!(created.error_code, 0, "{:?}", created.error_message);
+    assert_eq!(created.num_partitions, 3);
+    assert_eq!(partitions_of(&mut s, "defaulted"), Some(3));
+    std::fs::remove_file(&file).ok();
+}
+
+#[test]
 fn bad_input_closes_only_the_offending_connection() {
     let weir = Weir::start(&[]);
     let mut healthy = weir.connect();
