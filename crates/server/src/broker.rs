@@ -41,6 +41,8 @@ pub(crate) struct Broker {
     pub topics: Topics,
     /// One bounded mailbox per shard, indexed by shard number.
     pub mailboxes: Vec<mpsc::Sender<ShardMsg>>,
+    /// One bounded queue per shard of Kafka connections moving to it (connection affinity).
+    pub handoffs: Vec<mpsc::Sender<crate::connection::Handoff>>,
     pub flusher: Flusher,
     /// Coordinator partitions, as fixed in the data directory.
     pub offsets_partitions: u32,
@@ -60,7 +62,12 @@ impl Broker {
     }
 
     pub fn mailbox(&self, topic: &str, partition: i32) -> &mpsc::Sender<ShardMsg> {
-        &self.mailboxes[weir_broker::owner(topic, partition, self.mailboxes.len())]
+        &self.mailboxes[self.owner(topic, partition)]
+    }
+
+    /// The shard that owns a partition.
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        weir_broker::owner(topic, partition, self.mailboxes.len())
     }
 
     /// The mailbox of the shard coordinating `group`.

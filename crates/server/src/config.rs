@@ -96,8 +96,12 @@ pub struct ServerConfig {
     pub auto_create_topics: bool,
     /// `num_partitions` (Kafka's `num.partitions`): partitions of an auto-created topic.
     pub num_partitions: i32,
-    /// `shard_mailbox_capacity`: requests queued for one shard's partitions before senders wait.
+    /// `shard_mailbox_capacity`: requests queued for one shard's partitions before senders wait
+    /// (and connections queued for a shard to take over, beyond which they stay where they are).
     pub shard_mailbox_capacity: usize,
+    /// `connection_affinity`: a Kafka connection whose requests keep going to partitions of
+    /// one other shard moves to that shard, so its requests stop crossing between threads.
+    pub connection_affinity: bool,
     /// `flush_threads`: threads that run fdatasync for all logs.
     pub flush_threads: usize,
     /// `fetch_max_bytes` (Kafka's `fetch.max.bytes`): the most record bytes one Fetch response
@@ -201,6 +205,7 @@ impl Default for ServerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             shard_mailbox_capacity: 1024,
+            connection_affinity: true,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
             fetch_max_bytes: 55 * 1024 * 1024,
             log_retention_check_interval: Duration::from_secs(300),

@@ -1,6 +1,7 @@
 //! One Kafka connection: read a frame, decode, answer, write. A connection handles one request
 //! at a time, so responses leave in request order. Partition work goes to the owning shard's
-//! mailbox; the answers are gathered here.
+//! mailbox; the answers are gathered here. Between requests, a connection whose requests keep
+//! going to one other shard's partitions moves to that shard (connection affinity).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_kafka::fetch::{FetchRequest, FetchedPartition};
 use weir_kafka::list_offsets::{ListOffsetsRequest, OffsetFound};
 use weir_kafka::produce::{PartitionResult, ProduceRequest};
@@ -21,6 +22,7 @@ use crate::admin;
 use crate::broker::Broker;
 use crate::configs;
 use crate::groups;
+use crate::limits::Admitted;
 use crate::partition::{FetchOutcome, ListOutcome, ProduceOutcome, ShardMsg};
 use crate::producers;
 use crate::quotas;
@@ -91,21 +93,157 @@ fn recycle(mut buffer: Vec<u8>) {
     });
 }
 
-pub(crate) async fn serve(
-    mut stream: TcpStream,
+/// Consecutive requests whose partitions all belong to one other shard after which a
+/// connection moves there. Requests without partitions (Metadata, Heartbeat, ...) do not
+/// count either way; one that touches this shard, or several shards, starts the count again.
+const AFFINITY_STREAK: u32 = 8;
+
+/// What an open Kafka connection holds wherever it is served: its place under the connection
+/// limits and in the open-connections gauge, given back when it closes.
+pub(crate) struct Held {
+    _admitted: Admitted,
     broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
+}
+
+impl Held {
+    pub fn new(admitted: Admitted, broker: Arc<Broker>) -> Held {
+        let metrics = &broker.metrics;
+        metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        Held {
+            _admitted: admitted,
+            broker,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let open = &self.broker.metrics.connections_open;
+        open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection on its way to another shard, between two requests (nothing of it is buffered
+/// in the process: the next request is still in the socket).
+pub(crate) struct Handoff {
+    pub stream: std::net::TcpStream,
+    pub held: Held,
+}
+
+/// Serves a connection on shard `here` until it closes or moves to another shard.
+pub(crate) async fn run(
+    mut stream: TcpStream,
+    held: Held,
+    here: usize,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let broker = held.broker.clone();
+    let mut may_move = broker.config.connection_affinity && broker.handoffs.len() > 1;
     let _ = stream.set_nodelay(true);
+    let mut held = held;
+    while let Some(to) = serve(&mut stream, &broker, shutdown.clone(), here, may_move).await {
+        let Ok(std_stream) = stream.into_std() else {
+            return;
+        };
+        let handoff = Handoff {
+            stream: std_stream,
+            held,
+        };
+        match broker.handoffs[to].try_send(handoff) {
+            Ok(()) => {
+                let moved = &broker.metrics.connections_moved;
+                moved.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // That shard's queue is full or it is shutting down: stay here, for good.
+            Err(
+                mpsc::error::TrySendError::Full(back) | mpsc::error::TrySendError::Closed(back),
+            ) => {
+                held = back.held;
+                stream = match TcpStream::from_std(back.stream) {
+                    Ok(stream) => stream,
+                    Err(_) => return,
+                };
+                may_move = false;
+            }
+        }
+    }
+}
+
+/// Which shards own the partitions one request used.
+#[derive(Default)]
+struct Owners(std::cell::Cell<Touched>);
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Touched {
+    #[default]
+    None,
+    One(usize),
+    Many,
+}
+
+impl Owners {
+    fn saw(&self, shard: usize) {
+        let touched = match self.0.get() {
+            Touched::None => Touched::One(shard),
+            Touched::One(s) if s == shard => Touched::One(s),
+            _ => Touched::Many,
+        };
+        self.0.set(touched);
+    }
+}
+
+/// Counts requests that went to one other shard in a row.
+struct Affinity {
+    here: usize,
+    toward: Option<usize>,
+    streak: u32,
+}
+
+impl Affinity {
+    /// After a request: the shard to move to, once the streak is long enough.
+    fn after(&mut self, touched: Touched) -> Option<usize> {
+        match touched {
+            Touched::None => None,
+            Touched::One(shard) if shard != self.here => {
+                if self.toward == Some(shard) {
+                    self.streak += 1;
+                } else {
+                    (self.toward, self.streak) = (Some(shard), 1);
+                }
+                (self.streak >= AFFINITY_STREAK).then_some(shard)
+            }
+            Touched::One(_) | Touched::Many => {
+                (self.toward, self.streak) = (None, 0);
+                None
+            }
+        }
+    }
+}
+
+/// Answers requests until the connection closes (`None`) or, with `may_move`, until it should
+/// move to another shard (`Some(shard)`, between requests).
+async fn serve(
+    stream: &mut TcpStream,
+    broker: &Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    here: usize,
+    may_move: bool,
+) -> Option<usize> {
     // Kafka reports a member's host as "/<ip>".
     let peer = stream
         .peer_addr()
         .map_or_else(|_| String::new(), |a| format!("/{}", a.ip()));
     let metrics = &broker.metrics;
-    metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
-    metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut frame = Vec::new();
     let config = &broker.config;
+    let mut affinity = Affinity {
+        here,
+        toward: None,
+        streak: 0,
+    };
+    let mut moving = None;
     loop {
         // Between requests: wait for the next one's first byte, at most the idle timeout.
         let mut prefix = [0u8; 4];
@@ -125,7 +263,7 @@ pub(crate) async fn serve(
         // connection for longer than this).
         let mut deadline = tokio::time::Instant::now() + config.request_complete_timeout;
         let rest = stream.read_exact(&mut prefix[got..]);
-        if by_deadline(&broker, deadline, rest).await.is_none() {
+        if by_deadline(broker, deadline, rest).await.is_none() {
             break;
         }
         let limit = config.socket_request_max_bytes;
@@ -152,14 +290,15 @@ pub(crate) async fn serve(
             }
         };
         buffer_for(&mut frame, size);
-        let body = read_body(&mut stream, &mut frame, size);
-        if by_deadline(&broker, deadline, body).await.is_none() {
+        let body = read_body(stream, &mut frame, size);
+        if by_deadline(broker, deadline, body).await.is_none() {
             break;
         }
         let started = std::time::Instant::now();
         let mut throttle = Duration::ZERO;
         let meter = Meter::default();
-        let answering = answer(&broker, &peer, &frame, &mut throttle, &meter);
+        let owners = Owners::default();
+        let answering = answer(broker, &peer, &frame, &mut throttle, &meter, &owners);
         let Some(response) = meter.timed(answering).await else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
@@ -167,7 +306,7 @@ pub(crate) async fn serve(
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         metrics.request(api_key, started.elapsed());
         if let Some(bytes) = response {
-            if !write_response(&mut stream, &bytes, &broker).await {
+            if !write_response(stream, &bytes, broker).await {
                 break;
             }
         }
@@ -183,9 +322,13 @@ pub(crate) async fn serve(
         if frame.capacity() > READ_BUFFER_KEEP_BYTES {
             recycle(std::mem::take(&mut frame));
         }
+        if let Some(to) = affinity.after(owners.0.get()).filter(|_| may_move) {
+            moving = Some(to);
+            break;
+        }
     }
     recycle(frame);
-    metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    moving
 }
 
 /// A write that has not finished after this long counts its connection as paused (a slow
@@ -345,6 +488,7 @@ async fn answer(
     frame: &[u8],
     throttle: &mut Duration,
     meter: &Meter,
+    owners: &Owners,
 ) -> Option<Option<bytes::Bytes>> {
     let (header, request) = match decode_request(frame).ok()? {
         Decoded::Request { header, request } => (header, request),
@@ -366,7 +510,7 @@ async fn answer(
         Request::Metadata(request) => broker.metadata(&request).await,
         Request::Produce(request) => {
             let acks = request.acks;
-            let mut response = produce_request(broker, frame, request, meter).await;
+            let mut response = produce_request(broker, frame, request, meter, owners).await;
             *throttle = quotas::charge(
                 broker,
                 header.client_id,
@@ -389,7 +533,7 @@ async fn answer(
             }
             response
         }
-        Request::Fetch(request) => fetch_request(broker, request, meter).await,
+        Request::Fetch(request) => fetch_request(broker, request, meter, owners).await,
         Request::ListOffsets(request) => {
             list_offsets_request(broker, header.id.api_version, request).await
         }
@@ -475,6 +619,7 @@ async fn produce_request(
     frame: &[u8],
     request: ProduceRequest,
     meter: &Meter,
+    owners: &Owners,
 ) -> Response {
     let snapshot = broker.topics.snapshot();
     let acks_valid = matches!(request.acks, -1..=1);
@@ -500,7 +645,9 @@ async fn produce_request(
                         wait_durable: request.acks == -1,
                         reply,
                     };
-                    match broker.mailbox(&t.name, part.index).send(msg).await {
+                    let owner = broker.owner(&t.name, part.index);
+                    owners.saw(owner);
+                    match broker.mailboxes[owner].send(msg).await {
                         Ok(()) => Ok((answer, bytes)),
                         Err(_) => Err(error_code::KAFKA_STORAGE_ERROR),
                     }
@@ -546,7 +693,12 @@ async fn produce_request(
     Response::Produce(produce::response(topics))
 }
 
-async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest, meter: &Meter) -> Response {
+async fn fetch_request(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    meter: &Meter,
+    owners: &Owners,
+) -> Response {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -580,6 +732,7 @@ async fn fetch_request(broker: &Arc<Broker>, request: FetchRequest, meter: &Mete
                     let left = max_bytes.saturating_sub(total);
                     let max = (part.partition_max_bytes.max(0) as usize).min(left);
                     let max = (total == 0 || max > 0).then_some(max as u64);
+                    owners.saw(broker.owner(&known.name, part.index));
                     ask(broker, &known.name, part.index, |reply| ShardMsg::Fetch {
                         topic: known.clone(),
                         partition: part.index,

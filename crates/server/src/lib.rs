@@ -97,10 +97,15 @@ impl Server {
         let shards = config.shards.max(1);
         let mut inboxes = Vec::new();
         let mut mailboxes = Vec::new();
+        let mut handoffs = Vec::new();
+        let mut arrivals = Vec::new();
         for _ in 0..shards {
             let (tx, rx) = mpsc::channel(config.shard_mailbox_capacity.max(1));
             mailboxes.push(tx);
             inboxes.push(rx);
+            let (tx, rx) = mpsc::channel(config.shard_mailbox_capacity.max(1));
+            handoffs.push(tx);
+            arrivals.push(rx);
         }
         let broker = Arc::new(Broker {
             config: config.clone(),
@@ -125,6 +130,7 @@ impl Server {
             http_round_robin: std::sync::atomic::AtomicUsize::new(0),
             topics,
             mailboxes,
+            handoffs,
             flusher,
             offsets_partitions,
             producer_ids: std::sync::Mutex::new(weir_broker::producer::ProducerIds::new(
@@ -142,7 +148,7 @@ impl Server {
         let mut threads = Vec::new();
         let mut kafka_addr = config.kafka_listen;
         let mut http_addr = config.http_listen;
-        for (index, inbox) in inboxes.into_iter().enumerate() {
+        for (index, (inbox, arrivals)) in inboxes.into_iter().zip(arrivals).enumerate() {
             let ready = ready_tx.clone();
             let drained = drained_tx.clone();
             let stopped = stopped.clone();
@@ -196,7 +202,7 @@ impl Server {
                             stopped.clone(),
                         ));
                         let grace = broker.config.shutdown_grace;
-                        shard::run(listener, broker, stopped, grace).await;
+                        shard::run(index, listener, arrivals, broker, stopped, grace).await;
                         let _ = drained.send(());
                         let _ = mailbox.await;
                     });

@@ -63,6 +63,7 @@ pub struct TopicCounters {
 
 pub struct Metrics {
     pub connections_accepted: AtomicU64,
+    pub connections_moved: AtomicU64,
     pub connections_open: AtomicU64,
     pub requests_rejected: AtomicU64,
     /// Connections closed at accept: over `max_connections`, over `max_connections_per_ip`.
@@ -110,6 +111,7 @@ impl Metrics {
     pub fn new(shards: usize) -> Metrics {
         Metrics {
             connections_accepted: AtomicU64::new(0),
+            connections_moved: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
@@ -220,6 +222,12 @@ pub fn render(broker: &Broker) -> String {
             "counter",
             "Kafka connections accepted",
             m.connections_accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "weir_connections_moved_total",
+            "counter",
+            "Kafka connections moved to the shard owning the partitions they use",
+            m.connections_moved.load(Ordering::Relaxed),
         ),
         (
             "weir_connections_open",

@@ -1,17 +1,18 @@
 //! Shards: one OS thread per core, each a tokio current_thread reactor with its own Kafka
-//! listener socket on the same address (SO_REUSEPORT), so the kernel spreads connections.
+//! listener socket on the same address (SO_REUSEPORT), so the kernel spreads connections; a
+//! connection may later move to the shard that owns the partitions it uses (`arrivals`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::{self, Handoff, Held};
 use crate::limits::Refusal;
 
 /// Pending connections the kernel queues per listener socket.
@@ -33,10 +34,14 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Runs one shard's accept loop until shutdown, then gives in-flight connections `grace` to
-/// finish their current request.
+/// Runs shard `index`'s accept loop until shutdown, then gives in-flight connections `grace`
+/// to finish their current request. Connections moving here from other shards arrive on
+/// `arrivals`; the queue is closed when the loop ends, so a connection that wanted to move
+/// stays where it is.
 pub(crate) async fn run(
+    index: usize,
     listener: TcpListener,
+    mut arrivals: mpsc::Receiver<Handoff>,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -48,11 +53,9 @@ pub(crate) async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match broker.connections.admit(peer.ip()) {
                     Ok(admitted) => {
-                        let serve = connection::serve(stream, broker.clone(), shutdown.clone());
-                        connections.spawn_local(async move {
-                            serve.await;
-                            drop(admitted);
-                        });
+                        let held = Held::new(admitted, broker.clone());
+                        let run = connection::run(stream, held, index, shutdown.clone());
+                        connections.spawn_local(run);
                     }
                     Err(refusal) => {
                         // Closed before a byte is read: the client sees the connection end and
@@ -70,11 +73,18 @@ pub(crate) async fn run(
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             },
+            Some(Handoff { stream, held }) = arrivals.recv() => {
+                // Registered with this shard's reactor; a failure closes the connection.
+                if let Ok(stream) = TcpStream::from_std(stream) {
+                    connections.spawn_local(connection::run(stream, held, index, shutdown.clone()));
+                }
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
     drop(listener);
+    drop(arrivals);
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })

@@ -167,6 +167,9 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
         "num_partitions" => {
             config.num_partitions = number(value, 1, Some(10_000)).map_err(|w| bad(&w))?
         }
+        "connection_affinity" => {
+            config.connection_affinity = value.parse().map_err(|_| bad("not true or false"))?
+        }
         "shard_mailbox_capacity" => config.shard_mailbox_capacity = between(value, 1, 1 << 20)?,
         "flush_threads" => config.flush_threads = between(value, 1, 64)?,
         "fetch_max_bytes" => config.fetch_max_bytes = between(value, 1024, i32::MAX as usize)?,

@@ -834,6 +834,80 @@ fn test_batch(i: i32) -> Vec<u8> {
     builder.producer(-1, -1, i).build()
 }
 
+/// The value of an unlabelled metric.
+fn metric_value(weir: &Weir, name: &str) -> u64 {
+    let text = http_get(weir.http, "/metrics");
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in {text}"));
+    line[name.len()..].trim().parse().expect("a number")
+}
+
+/// Produces blocks of 10 requests to partitions owned by shard 0 and shard 1 in turn, then reads
+/// both back, all on one connection; returns the connections moved meanwhile.
+fn produce_across_shards(weir: &Weir) -> u64 {
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 7, "aff", 8, 1, &[], false).error_code,
+        0
+    );
+    let on = |shard| {
+        (0..8)
+            .find(|p| weir_broker::owner("aff", *p, 2) == shard)
+            .expect("8 partitions over 2 shards")
+    };
+    let partitions = [on(0), on(1)];
+    let mut sent: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..2 {
+        for (side, partition) in partitions.iter().enumerate() {
+            for n in 0..10 {
+                let batch = test_batch(round * 100 + side as i32 * 10 + n);
+                let answer = produce(&mut s, "aff", *partition, Bytes::from(batch.clone()), 1);
+                let expected = 3 * sent[side].len() as i64;
+                assert_eq!((answer.error_code, answer.base_offset), (0, expected));
+                sent[side].push(batch);
+            }
+        }
+        // Moved or not, it is one connection.
+        assert_eq!(metric_value(weir, "weir_connections_open"), 1);
+    }
+    for (side, partition) in partitions.iter().enumerate() {
+        let response = fetch_once(&mut s, "aff", &[*partition], 1 << 20, 0, 0);
+        let part = &response.responses[0].partitions[0];
+        assert_eq!((part.error_code, part.high_watermark), (0, 60));
+        let records = part.records.clone().expect("records");
+        let mut fetched = Vec::new();
+        for batch in weir_log::batch::Batches::new(&records) {
+            let (at, header) = batch.expect("a valid batch");
+            let bytes = &records[at..at + header.size()];
+            fetched.push((header.base_offset, bytes[16..].to_vec()));
+        }
+        let expected: Vec<_> = sent[side]
+            .iter()
+            .enumerate()
+            .map(|(i, batch)| (3 * i as i64, batch[16..].to_vec()))
+            .collect();
+        assert_eq!(fetched, expected, "partition {partition}");
+    }
+    metric_value(weir, "weir_connections_moved_total")
+}
+
+#[test]
+fn a_connection_moves_to_the_shard_of_its_partitions_and_loses_nothing() {
+    // Wherever the connection starts, three of the four blocks go to the other shard: each
+    // moves it there at its eighth request.
+    let weir = Weir::start(&[]);
+    let moved = produce_across_shards(&weir);
+    assert!((3..=4).contains(&moved), "moved {moved} times");
+    let dir = temp_dir();
+    let file = dir.0.with_extension("toml");
+    std::fs::write(&file, "connection_affinity = false\n").expect("config");
+    let fixed = Weir::start(&["--config", file.to_str().expect("utf-8")]);
+    assert_eq!(produce_across_shards(&fixed), 0);
+    std::fs::remove_file(&file).ok();
+}
+
 #[test]
 fn a_corrupt_batch_gets_corrupt_message_for_its_partition_only() {
     let weir = Weir::start(&[]);
