@@ -859,3 +859,53 @@ async fn list_offsets_request(
     }
     Response::ListOffsets(list_offsets::response(version, topics))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touched(shards: &[usize]) -> Touched {
+        let owners = Owners::default();
+        for shard in shards {
+            owners.saw(*shard);
+        }
+        owners.0.get()
+    }
+
+    #[test]
+    fn a_request_touches_none_one_or_many_shards() {
+        assert!(touched(&[]) == Touched::None);
+        assert!(touched(&[1, 1, 1]) == Touched::One(1));
+        assert!(touched(&[1, 0, 1]) == Touched::Many);
+    }
+
+    /// What a fresh connection on shard 0 decides after each of `requests`.
+    fn decisions(requests: &[Touched]) -> Vec<Option<usize>> {
+        let mut affinity = Affinity {
+            here: 0,
+            toward: None,
+            streak: 0,
+        };
+        requests.iter().map(|t| affinity.after(*t)).collect()
+    }
+
+    #[test]
+    fn a_connection_moves_after_a_streak_toward_one_other_shard() {
+        let streak = AFFINITY_STREAK as usize;
+        // Partition-less requests neither count nor break the streak.
+        let mut requests = vec![Touched::One(1); streak];
+        requests.insert(3, Touched::None);
+        let decided = decisions(&requests);
+        assert!(decided[..streak].iter().all(Option::is_none));
+        assert_eq!(decided[streak], Some(1));
+        // A request to this shard, to several, or toward another shard starts again.
+        for breaker in [Touched::One(0), Touched::Many, Touched::One(2)] {
+            let mut requests = vec![Touched::One(1); streak - 1];
+            requests.push(breaker);
+            requests.extend(vec![Touched::One(1); streak]);
+            let decided = decisions(&requests);
+            assert!(decided[..2 * streak - 1].iter().all(Option::is_none));
+            assert_eq!(decided[2 * streak - 1], Some(1));
+        }
+    }
+}
