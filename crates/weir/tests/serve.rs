@@ -412,6 +412,17 @@ fn health_and_metrics_over_http() {
         "{metrics}"
     );
     assert!(metrics.contains("weir_connections_open 1"), "{metrics}");
+    // docs/metrics.md describes exactly the metric families the broker exposes.
+    let exposed: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let documented: std::collections::BTreeSet<&str> = include_str!("../../../docs/metrics.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter(|name| name.starts_with("weir_"))
+        .collect();
+    assert_eq!(exposed, documented);
     let missing = http_get(weir.http, "/nope");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
