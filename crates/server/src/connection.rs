@@ -93,9 +93,9 @@ fn recycle(mut buffer: Vec<u8>) {
     });
 }
 
-/// Consecutive requests whose partitions all belong to one other shard after which a
-/// connection moves there. Requests without partitions (Metadata, Heartbeat, ...) do not
-/// count either way; one that touches this shard, or several shards, starts the count again.
+/// Consecutive Produce or Fetch requests whose partitions all belong to one other shard after
+/// which a connection moves there. Other requests do not count either way; one that touches
+/// this shard, or several shards, starts the count again.
 const AFFINITY_STREAK: u32 = 8;
 
 /// What an open Kafka connection holds wherever it is served: its place under the connection
@@ -156,16 +156,17 @@ pub(crate) async fn run(
                 moved.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            // That shard's queue is full or it is shutting down: stay here, for good.
-            Err(
-                mpsc::error::TrySendError::Full(back) | mpsc::error::TrySendError::Closed(back),
-            ) => {
+            // That shard's queue is full (try again after another streak) or it is shutting
+            // down (stay here).
+            Err(error) => {
+                let closed = matches!(error, mpsc::error::TrySendError::Closed(_));
+                let back = error.into_inner();
                 held = back.held;
                 stream = match TcpStream::from_std(back.stream) {
                     Ok(stream) => stream,
                     Err(_) => return,
                 };
-                may_move = false;
+                may_move &= !closed;
             }
         }
     }
@@ -208,7 +209,7 @@ impl Affinity {
             Touched::None => None,
             Touched::One(shard) if shard != self.here => {
                 if self.toward == Some(shard) {
-                    self.streak += 1;
+                    self.streak = self.streak.saturating_add(1);
                 } else {
                     (self.toward, self.streak) = (Some(shard), 1);
                 }

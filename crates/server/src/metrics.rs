@@ -316,7 +316,8 @@ pub fn render(broker: &Broker) -> String {
         (
             "weir_requests_rejected_total",
             "counter",
-            "Kafka requests that closed their connection (malformed, unsupported, too large)",
+            "Kafka requests that closed their connection (malformed, unsupported, too large, or \
+             an acks=0 produce that failed)",
             m.requests_rejected.load(Ordering::Relaxed),
         ),
     ] {

@@ -34,10 +34,23 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Serves a connection that moved here from another shard.
+fn adopt(
+    Handoff { stream, held }: Handoff,
+    connections: &mut JoinSet<()>,
+    index: usize,
+    shutdown: &watch::Receiver<bool>,
+) {
+    // Registered with this shard's reactor; a failure closes the connection.
+    if let Ok(stream) = TcpStream::from_std(stream) {
+        connections.spawn_local(connection::run(stream, held, index, shutdown.clone()));
+    }
+}
+
 /// Runs shard `index`'s accept loop until shutdown, then gives in-flight connections `grace`
 /// to finish their current request. Connections moving here from other shards arrive on
-/// `arrivals`; the queue is closed when the loop ends, so a connection that wanted to move
-/// stays where it is.
+/// `arrivals`; the queue is closed when the loop ends (a connection that wants to move after
+/// that stays where it is), and those already in it are served, within the same grace.
 pub(crate) async fn run(
     index: usize,
     listener: TcpListener,
@@ -73,18 +86,20 @@ pub(crate) async fn run(
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             },
-            Some(Handoff { stream, held }) = arrivals.recv() => {
-                // Registered with this shard's reactor; a failure closes the connection.
-                if let Ok(stream) = TcpStream::from_std(stream) {
-                    connections.spawn_local(connection::run(stream, held, index, shutdown.clone()));
-                }
+            Some(handoff) = arrivals.recv() => {
+                adopt(handoff, &mut connections, index, &shutdown);
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
     drop(listener);
-    drop(arrivals);
+    // No more arrivals; those already on their way are served like the others: they finish
+    // the request they may have sent, within the grace, and close.
+    arrivals.close();
+    while let Some(handoff) = arrivals.recv().await {
+        adopt(handoff, &mut connections, index, &shutdown);
+    }
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })

@@ -40,6 +40,60 @@ where
 
 /// One setting from one source, applied in precedence order.
 fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Result<(), String> {
+    match set(config, key, value, source)? {
+        true => Ok(()),
+        false => Err(format!("{source}: unknown setting {key:?}")),
+    }
+}
+
+/// Whether `key` is a setting (whatever value it would take).
+fn known(key: &str) -> bool {
+    !matches!(set(&mut ServerConfig::default(), key, "", ""), Ok(false))
+}
+
+/// The TOML type a key takes in the config file.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Flag,
+    /// A percentage: an integer or a float.
+    Fraction,
+    Integer,
+}
+
+impl Kind {
+    fn of(key: &str) -> Kind {
+        match key {
+            "data_dir" | "kafka_listen" | "advertised_listener" | "http_listen" => Kind::Text,
+            "auto_create_topics" | "connection_affinity" => Kind::Flag,
+            "quota_request_percentage" => Kind::Fraction,
+            _ => Kind::Integer,
+        }
+    }
+
+    /// The value as `set` reads it, or None if it is not of this kind.
+    fn text(self, value: toml::Value) -> Option<String> {
+        match (self, value) {
+            (Kind::Text, toml::Value::String(s)) => Some(s),
+            (Kind::Flag, toml::Value::Boolean(b)) => Some(b.to_string()),
+            (Kind::Fraction | Kind::Integer, toml::Value::Integer(n)) => Some(n.to_string()),
+            (Kind::Fraction, toml::Value::Float(x)) => Some(x.to_string()),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "a string",
+            Kind::Flag => "true or false",
+            Kind::Fraction => "a number",
+            Kind::Integer => "an integer",
+        }
+    }
+}
+
+/// Applies one setting; `Ok(false)` if there is no such setting.
+fn set(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Result<bool, String> {
     let bad = |why: &str| format!("{source}: {key}={value:?}: {why}");
     let at_least = |value: &str, min| number(value, min, None).map_err(|why| bad(&why));
     let between = |value: &str, min, max| number(value, min, Some(max)).map_err(|why| bad(&why));
@@ -172,10 +226,10 @@ fn apply(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Res
         }
         "shard_mailbox_capacity" => config.shard_mailbox_capacity = between(value, 1, 1 << 20)?,
         "flush_threads" => config.flush_threads = between(value, 1, 64)?,
-        "fetch_max_bytes" => config.fetch_max_bytes = between(value, 1024, i32::MAX as usize)?,
-        _ => return Err(format!("{source}: unknown setting {key:?}")),
+        "fetch_max_bytes" => config.fetch_max_bytes = between(value, 1024, 1 << 30)?,
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn parse_addr(value: &str) -> Result<SocketAddr, String> {
@@ -229,26 +283,22 @@ pub fn resolve(
         let parsed: toml::Table = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
         let source = format!("config file {path}");
         let mut client_quotas = std::collections::BTreeMap::<String, ClientQuota>::new();
-        // Every key is optional; each goes through the same checks as a flag or a variable,
-        // and an unknown one is an error.
+        // Every key is optional; an unknown one, or a value of the wrong type, is an error;
+        // then each goes through the same checks as a flag or a variable.
         for (key, value) in parsed {
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(n) => n.to_string(),
-                toml::Value::Float(x) => x.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                table @ toml::Value::Table(_) if key == "client_quotas" => {
-                    client_quotas = table
-                        .try_into()
-                        .map_err(|e| format!("{source}: client_quotas: {e}"))?;
-                    continue;
-                }
-                _ => {
-                    return Err(format!(
-                        "{source}: {key}: expected a number, string or boolean"
-                    ))
-                }
-            };
+            if key == "client_quotas" {
+                client_quotas = value
+                    .try_into()
+                    .map_err(|e| format!("{source}: client_quotas: {e}"))?;
+                continue;
+            }
+            if !known(&key) {
+                return Err(format!("{source}: unknown setting {key:?}"));
+            }
+            let kind = Kind::of(&key);
+            let value = kind
+                .text(value)
+                .ok_or_else(|| format!("{source}: {key}: expected {}", kind.name()))?;
             apply(&mut config, &key, &value, &source)?;
         }
         for (client, quota) in client_quotas {
@@ -452,7 +502,7 @@ mod tests {
             .filter(|key| !key.starts_with("--") && *key != "client_quotas")
             .collect();
         let source = include_str!("serve.rs");
-        let body = &source[source.find("fn apply(").expect("apply")..];
+        let body = &source[source.find("fn set(").expect("set")..];
         let body = &body[..body.find("\n}\n").expect("end of apply")];
         let known: std::collections::BTreeSet<&str> = body
             .lines()
@@ -508,20 +558,29 @@ mod tests {
             (
                 "auto_create_topics = 1",
                 "auto_create_topics",
-                "not true or false",
+                "expected true or false",
             ),
             (
                 "num_partitions = 0",
                 "num_partitions",
                 "between 1 and 10000",
             ),
-            ("fetch_max_bytes = 10", "fetch_max_bytes", "between 1024"),
-            ("no_such_key = 1", "no_such_key", "unknown setting"),
             (
-                "shards = [1]",
-                "shards",
-                "expected a number, string or boolean",
+                "fetch_max_bytes = 10",
+                "fetch_max_bytes",
+                "between 1024 and 1073741824",
             ),
+            ("no_such_key = 1", "no_such_key", "unknown setting"),
+            ("shards = [1]", "shards", "expected an integer"),
+            ("shards = 2.0", "shards", "expected an integer"),
+            ("shards = \"2\"", "shards", "expected an integer"),
+            ("data_dir = 5", "data_dir", "expected a string"),
+            (
+                "connection_affinity = \"no\"",
+                "connection_affinity",
+                "true or false",
+            ),
+            ("no_such_key = \"x\"", "no_such_key", "unknown setting"),
             ("[client_quotas.etl]\nbogus = 1", "client_quotas", "bogus"),
         ] {
             std::fs::write(&file, format!("{setting}\n")).expect("write");
