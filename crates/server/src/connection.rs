@@ -785,12 +785,11 @@ async fn fetch_request(
         let done = total >= min_bytes || errors || now >= deadline || watches.is_empty();
         if done {
             for (name, parts) in &topics {
-                let bytes: usize = parts.iter().map(|p| p.records.len()).sum();
-                if bytes > 0 {
+                if parts.iter().any(|p| !p.records.is_empty()) {
                     let counters = broker.metrics.topic(name);
-                    counters
-                        .bytes_out
-                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                    for part in parts {
+                        counters.sent(&part.records);
+                    }
                 }
             }
         }

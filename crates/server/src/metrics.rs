@@ -58,7 +58,27 @@ impl Histogram {
 pub struct TopicCounters {
     pub records_in: AtomicU64,
     pub bytes_in: AtomicU64,
+    pub records_out: AtomicU64,
     pub bytes_out: AtomicU64,
+}
+
+impl TopicCounters {
+    /// Counts stored batches sent to a reader: their bytes, and their records as the batch
+    /// headers declare them (whole batches, as Kafka's own out-counters count).
+    pub fn sent(&self, batches: &[u8]) {
+        let mut records = 0u64;
+        let mut at = 0;
+        while let Ok(header) = weir_log::batch::BatchHeader::decode(&batches[at..]) {
+            records += u64::try_from(header.record_count).unwrap_or(0);
+            at += header.size();
+            if at >= batches.len() {
+                break;
+            }
+        }
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+        let bytes = batches.len() as u64;
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 pub struct Metrics {
@@ -460,9 +480,14 @@ pub fn render(broker: &Broker) -> String {
             1,
         ),
         (
-            "weir_topic_bytes_out_total",
-            "Record batch bytes fetched, by topic",
+            "weir_topic_records_out_total",
+            "Records sent to readers (Kafka fetches, REST, WebSocket), by topic",
             2,
+        ),
+        (
+            "weir_topic_bytes_out_total",
+            "Record batch bytes sent to readers, by topic",
+            3,
         ),
     ] {
         header(&mut out, name, "counter", help);
@@ -470,6 +495,7 @@ pub fn render(broker: &Broker) -> String {
             let value = match field {
                 0 => c.records_in.load(Ordering::Relaxed),
                 1 => c.bytes_in.load(Ordering::Relaxed),
+                2 => c.records_out.load(Ordering::Relaxed),
                 _ => c.bytes_out.load(Ordering::Relaxed),
             };
             let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {value}");

@@ -901,6 +901,14 @@ fn produce_across_shards(weir: &Weir) -> u64 {
             .collect();
         assert_eq!(fetched, expected, "partition {partition}");
     }
+    // 20 batches of 3 records in each partition, each read once.
+    let metrics = http_get(weir.http, "/metrics");
+    for line in [
+        "weir_topic_records_in_total{topic=\"aff\"} 120",
+        "weir_topic_records_out_total{topic=\"aff\"} 120",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     metric_value(weir, "weir_connections_moved_total")
 }
 

@@ -558,11 +558,7 @@ async fn fetch(broker: &Arc<Broker>, name: &str, partition: &str, request: &Requ
             Ok(decoded) => decoded,
             Err(e) => return Response::error(500, "unreadable_records", e),
         };
-        broker
-            .metrics
-            .topic(name)
-            .bytes_out
-            .fetch_add(outcome.records.len() as u64, Ordering::Relaxed);
+        broker.metrics.topic(name).sent(&outcome.records);
         return Response::json(
             200,
             &json!({

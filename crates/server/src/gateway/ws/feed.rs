@@ -128,11 +128,7 @@ pub(crate) async fn read(
         eprintln!("weir: {}/{partition}: {e}", topic.name);
         error_code::CORRUPT_MESSAGE
     })?;
-    broker
-        .metrics
-        .topic(&topic.name)
-        .bytes_out
-        .fetch_add(outcome.records.len() as u64, Ordering::Relaxed);
+    broker.metrics.topic(&topic.name).sent(&outcome.records);
     let records: Vec<(i64, String)> = decoded
         .records
         .iter()
