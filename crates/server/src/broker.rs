@@ -20,8 +20,6 @@ pub(crate) struct Broker {
     pub node: OnceLock<Node>,
     pub cluster_id: String,
     pub metrics: Metrics,
-    /// Where the next Fetch starts spending its byte budget (see `connection::fetch_request`).
-    pub fetch_rotation: std::sync::atomic::AtomicUsize,
     /// The quotas from the config file and those set at runtime (stored in the data dir).
     pub quota_layers: std::sync::Mutex<crate::quotas::Layers>,
     /// Held while an AlterClientQuotas stores its change.

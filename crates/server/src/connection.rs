@@ -245,6 +245,8 @@ async fn serve(
         streak: 0,
     };
     let mut moving = None;
+    // Where this connection's next Fetch starts spending its byte budget.
+    let rotation = std::cell::Cell::new(0usize);
     loop {
         // Between requests: wait for the next one's first byte, at most the idle timeout.
         let mut prefix = [0u8; 4];
@@ -299,7 +301,15 @@ async fn serve(
         let mut throttle = Duration::ZERO;
         let meter = Meter::default();
         let owners = Owners::default();
-        let answering = answer(broker, &peer, &frame, &mut throttle, &meter, &owners);
+        let answering = answer(
+            broker,
+            &peer,
+            &frame,
+            &mut throttle,
+            &meter,
+            &owners,
+            &rotation,
+        );
         let Some(response) = meter.timed(answering).await else {
             metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
             break;
@@ -490,6 +500,7 @@ async fn answer(
     throttle: &mut Duration,
     meter: &Meter,
     owners: &Owners,
+    rotation: &std::cell::Cell<usize>,
 ) -> Option<Option<bytes::Bytes>> {
     let (header, request) = match decode_request(frame).ok()? {
         Decoded::Request { header, request } => (header, request),
@@ -534,7 +545,7 @@ async fn answer(
             }
             response
         }
-        Request::Fetch(request) => fetch_request(broker, request, meter, owners).await,
+        Request::Fetch(request) => fetch_request(broker, request, meter, owners, rotation).await,
         Request::ListOffsets(request) => {
             list_offsets_request(broker, header.id.api_version, request).await
         }
@@ -699,6 +710,7 @@ async fn fetch_request(
     request: FetchRequest,
     meter: &Meter,
     owners: &Owners,
+    rotation: &std::cell::Cell<usize>,
 ) -> Response {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
@@ -720,7 +732,11 @@ async fn fetch_request(
             .collect();
         let start = match wanted.len() {
             0 => 0,
-            n => broker.fetch_rotation.fetch_add(1, Ordering::Relaxed) % n,
+            n => {
+                let start = rotation.get();
+                rotation.set(start.wrapping_add(1));
+                start % n
+            }
         };
         let mut fetched: Vec<Option<FetchedPartition>> = wanted.iter().map(|_| None).collect();
         for k in 0..wanted.len() {

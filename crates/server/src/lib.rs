@@ -113,7 +113,6 @@ impl Server {
             cluster_id,
             metrics: metrics::Metrics::new(shards),
             request_budget: limits::RequestBudget::new(config.request_memory_budget_bytes),
-            fetch_rotation: std::sync::atomic::AtomicUsize::new(0),
             // Put in force below, by the same path as AlterClientQuotas.
             quotas_on: std::sync::atomic::AtomicBool::new(false),
             quotas: std::sync::Mutex::new(weir_broker::quota::Quotas::default()),

@@ -1573,9 +1573,12 @@ fn a_partition_with_a_backlog_does_not_take_every_fetch_budget() {
         }
     }
     // Each Fetch asks for both partitions from the start with room for one batch: the budget
-    // goes to one partition, and to the other on the next Fetch.
+    // goes to one partition, and to the other on the next Fetch of the same connection, even
+    // when another consumer's Fetches come in between, one for one.
+    let mut other = weir.connect();
     let mut served = [0; 2];
     for _ in 0..4 {
+        fetch_once(&mut other, "fair", &[0, 1], 150_000, 0, 0);
         let response = fetch_once(&mut s, "fair", &[0, 1], 150_000, 0, 0);
         let parts = &response.responses[0].partitions;
         assert_eq!(
