@@ -99,6 +99,9 @@ pub struct ServerConfig {
     /// `shard_mailbox_capacity`: requests queued for one shard's partitions before senders wait
     /// (and connections queued for a shard to take over, beyond which they stay where they are).
     pub shard_mailbox_capacity: usize,
+    /// `shard_cpu_pinning`: each shard's thread runs on one CPU of those the process may use
+    /// (shard i on the i-th, wrapping around).
+    pub shard_cpu_pinning: bool,
     /// `connection_affinity`: a Kafka connection whose requests keep going to partitions of
     /// one other shard moves to that shard, so its requests stop crossing between threads.
     pub connection_affinity: bool,
@@ -206,6 +209,7 @@ impl Default for ServerConfig {
             num_partitions: 1,
             shard_mailbox_capacity: 1024,
             connection_affinity: true,
+            shard_cpu_pinning: true,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
             fetch_max_bytes: 55 * 1024 * 1024,
             log_retention_check_interval: Duration::from_secs(300),

@@ -21,6 +21,7 @@ mod partition;
 mod producers;
 mod quotas;
 mod shard;
+mod threads;
 
 use std::net::SocketAddr;
 use std::sync::{mpsc as std_mpsc, Arc, OnceLock};
@@ -54,22 +55,6 @@ pub struct Server {
 /// Threads of a shard's blocking pool: appends (one run per partition at a time), reads that
 /// found their partition busy, log opens, retention passes. More work waits in the pool's queue.
 const BLOCKING_THREADS_PER_SHARD: usize = 64;
-/// Nice value of the blocking pools' threads (the shards run at the process's). When the
-/// cores are short, the reactors, which answer every client, win over bulk appends of large
-/// batches: those slow down (pushing back on their producers), small requests do not.
-const BLOCKING_THREADS_NICE: libc::c_int = 5;
-
-/// Runs on every blocking-pool thread as it starts: lowers its priority.
-fn below_the_reactors() {
-    // SAFETY: setpriority only reads its arguments; on Linux, PRIO_PROCESS with 0 names the
-    // calling thread (nice is per thread; elsewhere it would name the whole process, so it is
-    // Linux only). A failure leaves the priority as it was.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, BLOCKING_THREADS_NICE);
-    }
-}
-
 /// Time beyond `shutdown_grace_ms` shutdown waits for a shard to report its connections done.
 const SHUTDOWN_REPORT_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -147,7 +132,13 @@ impl Server {
         let mut threads = Vec::new();
         let mut kafka_addr = config.kafka_listen;
         let mut http_addr = config.http_listen;
+        // Shard i runs on the i-th CPU the process may use (wrapping around when there are
+        // more shards than CPUs); its blocking pool on any of them.
+        let cpus = Arc::new(threads::allowed_cpus());
+        let pin = config.shard_cpu_pinning && !cpus.is_empty();
         for (index, (inbox, arrivals)) in inboxes.into_iter().zip(arrivals).enumerate() {
+            let cpu = pin.then(|| cpus[index % cpus.len()]);
+            let pool_cpus = cpus.clone();
             let ready = ready_tx.clone();
             let drained = drained_tx.clone();
             let stopped = stopped.clone();
@@ -158,10 +149,15 @@ impl Server {
             let handle = std::thread::Builder::new()
                 .name(format!("weir-shard-{index}"))
                 .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if !threads::run_on(&[cpu]) {
+                            eprintln!("weir: shard {index}: cannot pin to CPU {cpu}; not pinned");
+                        }
+                    }
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .max_blocking_threads(BLOCKING_THREADS_PER_SHARD)
-                        .on_thread_start(below_the_reactors)
+                        .on_thread_start(move || threads::below_the_reactors(&pool_cpus))
                         .build()
                     {
                         Ok(runtime) => runtime,

@@ -65,7 +65,7 @@ impl Kind {
     fn of(key: &str) -> Kind {
         match key {
             "data_dir" | "kafka_listen" | "advertised_listener" | "http_listen" => Kind::Text,
-            "auto_create_topics" | "connection_affinity" => Kind::Flag,
+            "auto_create_topics" | "connection_affinity" | "shard_cpu_pinning" => Kind::Flag,
             "quota_request_percentage" => Kind::Fraction,
             _ => Kind::Integer,
         }
@@ -223,6 +223,9 @@ fn set(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Resul
         }
         "connection_affinity" => {
             config.connection_affinity = value.parse().map_err(|_| bad("not true or false"))?
+        }
+        "shard_cpu_pinning" => {
+            config.shard_cpu_pinning = value.parse().map_err(|_| bad("not true or false"))?
         }
         "shard_mailbox_capacity" => config.shard_mailbox_capacity = between(value, 1, 1 << 20)?,
         "flush_threads" => config.flush_threads = between(value, 1, 64)?,

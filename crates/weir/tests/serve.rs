@@ -290,6 +290,59 @@ fn metadata_advertises_the_listener_and_auto_creates_topics() {
     assert_eq!(response.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
 }
 
+/// `Cpus_allowed_list` of each of the process's threads named `weir-shard-*`, by name.
+fn shard_cpus(weir: &Weir) -> Vec<(String, String)> {
+    let tasks = format!("/proc/{}/task", weir.child.id());
+    let mut shards: Vec<(String, String)> = std::fs::read_dir(tasks)
+        .expect("tasks")
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+            let field = |name: &str| {
+                let line = status.lines().find(|l| l.starts_with(name))?;
+                Some(line[name.len()..].trim().to_string())
+            };
+            let name = field("Name:")?;
+            name.starts_with("weir-shard-")
+                .then(|| Some((name, field("Cpus_allowed_list:")?)))?
+        })
+        .collect();
+    shards.sort();
+    shards
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn shards_are_pinned_to_cpus_unless_told_not_to() {
+    // This test process's own CPUs, which the broker inherits.
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_string();
+    let mut cpus = Vec::new();
+    for range in allowed.split(',') {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (a, b): (usize, usize) = (a.parse().expect("cpu"), b.parse().expect("cpu"));
+        cpus.extend(a..=b);
+    }
+    let weir = Weir::start(&[]);
+    let expected: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("weir-shard-{i}"), cpus[i % cpus.len()].to_string()))
+        .collect();
+    assert_eq!(shard_cpus(&weir), expected);
+    let dir = temp_dir();
+    let file = dir.0.with_extension("toml");
+    std::fs::write(&file, "shard_cpu_pinning = false\n").expect("config");
+    let free = Weir::start(&["--config", file.to_str().expect("utf-8")]);
+    let expected: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("weir-shard-{i}"), allowed.clone()))
+        .collect();
+    assert_eq!(shard_cpus(&free), expected);
+    std::fs::remove_file(&file).ok();
+}
+
 #[test]
 fn auto_creation_and_the_default_partition_count_come_from_the_config_file() {
     let dir = temp_dir();
