@@ -30,7 +30,8 @@ pub struct ServerConfig {
     /// `http_decompressed_batch_max_bytes`: what one read for an HTTP or WebSocket client
     /// decompresses at most over all its batches, and the key, value and header bytes it turns
     /// into JSON at most (the Kafka path never decompresses); a single batch that expands past
-    /// it cannot be read over HTTP.
+    /// it cannot be read over HTTP. ListOffsets by timestamp decompresses at most this of the
+    /// batch it looks into.
     pub http_decompressed_batch_max_bytes: usize,
     /// `ws_max_message_bytes`: largest WebSocket message a client may send (one frame or the
     /// fragments of one message); a larger one closes the connection with 1009.

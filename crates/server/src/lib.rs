@@ -9,6 +9,7 @@
 mod admin;
 mod append;
 mod broker;
+mod codecs;
 pub mod config;
 mod configs;
 mod connection;

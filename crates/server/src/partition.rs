@@ -446,12 +446,13 @@ impl Partitions {
                     let _ = reply.send(ListOutcome::error(unknown));
                     return;
                 };
+                let max = self.broker.config.http_decompressed_batch_max_bytes;
                 match self.get(&topic, partition).await {
                     Err(e) => {
                         let _ = reply.send(ListOutcome::failed(&e));
                     }
                     Ok(p) => {
-                        let read = move |state: &PartitionState| list(&state.log, timestamp);
+                        let read = move |state: &PartitionState| list(&state.log, timestamp, max);
                         off_reactor_if_busy(&p.state, read, reply);
                     }
                 }
@@ -641,13 +642,19 @@ fn fetch(
     outcome
 }
 
-fn list(log: &Log, timestamp: i64) -> ListOutcome {
+/// ListOffsets on one partition; a compressed batch is decompressed up to `decompress_max`
+/// bytes to find the record.
+fn list(log: &Log, timestamp: i64, decompress_max: usize) -> ListOutcome {
     // By time, and max timestamp: the batch is found through the index, then the record in it.
     let by_time =
         |hit: Result<Option<weir_log::TimestampHit>, LogError>, target: Option<i64>| match hit {
             Ok(Some(hit)) => {
-                let (offset, timestamp) =
-                    exact_record(log, hit, target.unwrap_or(hit.max_timestamp));
+                let (offset, timestamp) = exact_record(
+                    log,
+                    hit,
+                    target.unwrap_or(hit.max_timestamp),
+                    decompress_max,
+                );
                 ListOutcome {
                     error_code: error_code::NONE,
                     timestamp,
@@ -675,10 +682,15 @@ fn list(log: &Log, timestamp: i64) -> ListOutcome {
 }
 
 /// The first record of the batch `hit` whose timestamp is at or after `target`: (offset,
-/// timestamp). Records of compressed batches are not decoded here, nor needed for batches
-/// stamped with the log append time (every record has the batch's time): the batch's first
-/// offset then stands for it.
-fn exact_record(log: &Log, hit: weir_log::TimestampHit, target: i64) -> (i64, i64) {
+/// timestamp). A compressed batch is decompressed (at most `decompress_max` bytes); batches
+/// stamped with the log append time need no record (every record has the batch's time), and
+/// the batch's first offset stands for it, as it does for a batch that cannot be decoded.
+fn exact_record(
+    log: &Log,
+    hit: weir_log::TimestampHit,
+    target: i64,
+    decompress_max: usize,
+) -> (i64, i64) {
     let start = log.log_start_offset();
     let batch_answer = (hit.base_offset.max(start), hit.max_timestamp);
     let Ok(copy) = log.read_copy(hit.base_offset.max(start), 1) else {
@@ -691,8 +703,21 @@ fn exact_record(log: &Log, hit: weir_log::TimestampHit, target: i64) -> (i64, i6
     if log_append_time || header.base_offset != hit.base_offset {
         return batch_answer;
     }
-    let Ok(records) = weir_log::batch::records::records(&copy.bytes) else {
-        return batch_answer;
+    let decompressed;
+    let records = if header.compression() == 0 {
+        match weir_log::batch::records::records(&copy.bytes) {
+            Ok(records) => records,
+            Err(_) => return batch_answer,
+        }
+    } else {
+        let Some(body) = copy.bytes.get(weir_log::batch::HEADER_BYTES..header.size()) else {
+            return batch_answer;
+        };
+        decompressed = match crate::codecs::decompress(header.compression(), body, decompress_max) {
+            Ok(records) => records,
+            Err(_) => return batch_answer,
+        };
+        weir_log::batch::records::records_in(&decompressed, header.record_count)
     };
     for record in records {
         let Ok(record) = record else {

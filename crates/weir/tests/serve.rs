@@ -1416,6 +1416,49 @@ fn list_offsets_finds_the_exact_record_by_time_and_the_max_timestamp() {
         (0, t + 90, 4),
         "max timestamp"
     );
+    // The same inside gzip batches: the broker decompresses the batch to find the record.
+    assert_eq!(
+        create_topic(&mut s, 7, "zipped", 1, 1, &[], false).error_code,
+        0
+    );
+    for stamps in [[t, t + 10, t + 20], [t + 30, t + 90, t + 40]] {
+        let mut builder = weir_log::batch::build::BatchBuilder::new(stamps[0]);
+        for (i, stamp) in stamps.iter().enumerate() {
+            builder.push(Some(b"k"), Some(format!("v{i}").as_bytes()), *stamp);
+        }
+        let r = produce(&mut s, "zipped", 0, gzipped(&builder.build()), -1);
+        assert_eq!(r.error_code, 0);
+    }
+    for (timestamp, expected) in [
+        (t + 5, (0, t + 10, 1)),
+        (t + 21, (0, t + 30, 3)),
+        (t + 35, (0, t + 90, 4)),
+        (-3, (0, t + 90, 4)),
+    ] {
+        assert_eq!(
+            list_offset(&mut s, "zipped", timestamp),
+            expected,
+            "{timestamp}"
+        );
+    }
+}
+
+/// `batch` (uncompressed, as built) with its records section gzipped, as a producer with
+/// compression.type=gzip sends it.
+fn gzipped(batch: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    const HEADER: usize = weir_log::batch::HEADER_BYTES;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&batch[HEADER..]).expect("gzip");
+    let mut out = batch[..HEADER].to_vec();
+    out.extend(gz.finish().expect("gzip"));
+    // Batch length (after the offset and the length fields), codec 1 in the attributes, CRC.
+    let length = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[22] |= 1;
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
 }
 
 #[test]

@@ -11,7 +11,6 @@
 //!                                   and shard (ws::feed) | group member (ws::group)
 //! ```
 
-mod codecs;
 mod http;
 mod records;
 mod rest;

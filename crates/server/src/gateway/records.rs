@@ -221,7 +221,7 @@ pub(crate) fn decode(
             if !out.is_empty() && decompressed_total >= budget {
                 break;
             }
-            decompressed = super::codecs::decompress(
+            decompressed = crate::codecs::decompress(
                 header.compression(),
                 &whole[weir_log::batch::HEADER_BYTES..],
                 budget,

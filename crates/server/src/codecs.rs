@@ -1,4 +1,5 @@
-//! Decompressing a batch's records for REST and WebSocket readers. The Kafka path never does
+//! Decompressing a batch's records, for REST and WebSocket readers and for ListOffsets by
+//! timestamp (which answers the exact record inside a compressed batch). Fetch never does
 //! this: it serves batches as they were stored. The output is bounded
 //! (`http_decompressed_batch_max_bytes`), so a small batch cannot expand without limit.
 //!
