@@ -374,6 +374,7 @@ fn auto_creation_and_the_default_partition_count_come_from_the_config_file() {
 
 #[test]
 fn bad_input_closes_only_the_offending_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let weir = Weir::start(&[]);
     let mut healthy = weir.connect();
     let mut correlation = 0;
@@ -382,6 +383,52 @@ fn bad_input_closes_only_the_offending_connection() {
         assert_eq!(api_versions(healthy, 3, correlation).error_code, 0);
     };
     check_healthy(&mut healthy);
+    // Meanwhile another client produces and reads back, batch after batch, on its own
+    // connection: every batch acknowledged at the next offset and read back identical.
+    let mut client = weir.connect();
+    assert_eq!(
+        create_topic(&mut client, 7, "healthy", 1, 1, &[], false).error_code,
+        0
+    );
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let rounds = std::sync::Arc::new(AtomicU64::new(0));
+    let producing = {
+        let (stop, rounds) = (stop.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 10 {
+                let batch = test_batch(n);
+                let answer = produce(&mut client, "healthy", 0, Bytes::from(batch.clone()), 1);
+                assert_eq!(
+                    (answer.error_code, answer.base_offset),
+                    (0, 3 * i64::from(n))
+                );
+                let response = fetch_once(&mut client, "healthy", &[0], 1 << 20, 0, 0);
+                let records = response.responses[0].partitions[0].records.clone();
+                let records = records.expect("records");
+                let last = weir_log::batch::Batches::new(&records)
+                    .last()
+                    .expect("a batch")
+                    .expect("a valid batch");
+                let stored = &records[last.0..last.0 + last.1.size()];
+                assert_eq!(last.1.base_offset, 3 * i64::from(n));
+                assert_eq!(stored[16..], batch[16..], "batch {n} read back as sent");
+                n += 1;
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Waits until the healthy client has done `n` more rounds.
+    let more_rounds = |n: u64| {
+        let target = rounds.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rounds.load(Ordering::Relaxed) < target {
+            assert!(!producing.is_finished(), "the healthy client failed");
+            assert!(Instant::now() < deadline, "the healthy client stalled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    more_rounds(3);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("a 2 GB frame size", 2_000_000_000i32.to_be_bytes().to_vec()),
@@ -420,6 +467,7 @@ fn bad_input_closes_only_the_offending_connection() {
         bad.write_all(&bytes).expect("send");
         assert!(closed(&mut bad), "{what}: connection stayed open");
         check_healthy(&mut healthy);
+        more_rounds(1);
     }
     // A truncated frame: the peer goes away mid-frame; the broker just drops it.
     let mut bad = weir.connect();
@@ -427,6 +475,20 @@ fn bad_input_closes_only_the_offending_connection() {
     bad.write_all(&[0u8; 10]).expect("send");
     drop(bad);
     check_healthy(&mut healthy);
+    // A batch with a wrong CRC, into the partition the healthy client uses: refused for that
+    // partition, and the offsets the healthy client sees do not move for it.
+    let mut bad = weir.connect();
+    let mut corrupt = test_batch(1000);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01;
+    let refused = produce(&mut bad, "healthy", 0, Bytes::from(corrupt), 1);
+    assert_eq!(refused.error_code, 2, "CORRUPT_MESSAGE");
+    check_healthy(&mut healthy);
+    more_rounds(3);
+    stop.store(true, Ordering::Relaxed);
+    producing
+        .join()
+        .expect("the healthy client saw everything it sent");
 
     // The broker is still whole: /metrics counts the rejections.
     let metrics = http_get(weir.http, "/metrics");
