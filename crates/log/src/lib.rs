@@ -27,6 +27,7 @@
 //! ```
 
 pub mod batch;
+mod cache;
 mod clock;
 mod config;
 mod durability;

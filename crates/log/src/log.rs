@@ -536,6 +536,30 @@ impl Log {
         })
     }
 
+    /// Whether a `read_copy(offset, max_bytes)` would find its bytes in the page cache rather
+    /// than wait for the disk: what the range the index points at says (it may start up to an
+    /// index interval before the batch). Where the system cannot tell, only a read inside the
+    /// segment being written counts as cached: the data most recently written.
+    pub fn likely_cached(&self, offset: i64, max_bytes: u64) -> bool {
+        if self.check_range(offset).is_err() {
+            return true;
+        }
+        let segment = self.segment_for(offset);
+        if offset >= segment.next_offset {
+            return true;
+        }
+        let rel = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+        let start = segment
+            .index
+            .floor_offset(rel)
+            .map_or(0, |entry| u64::from(entry.position));
+        let len = max_bytes
+            .saturating_add(self.config.index_interval_bytes)
+            .min(segment.len.saturating_sub(start));
+        crate::cache::resident(&segment.file, start, len)
+            .unwrap_or_else(|| std::ptr::eq(segment, self.active()))
+    }
+
     /// The first batch at or after the log start whose max timestamp is at least `timestamp`.
     pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<TimestampHit>, LogError> {
         for segment in &self.segments {

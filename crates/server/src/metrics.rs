@@ -84,6 +84,9 @@ impl TopicCounters {
 pub struct Metrics {
     pub connections_accepted: AtomicU64,
     pub connections_moved: AtomicU64,
+    /// Fetch reads of partitions done on the reactor and on the blocking pool.
+    pub reads_on_reactor: AtomicU64,
+    pub reads_on_pool: AtomicU64,
     pub connections_open: AtomicU64,
     pub requests_rejected: AtomicU64,
     /// Connections closed at accept: over `max_connections`, over `max_connections_per_ip`.
@@ -132,6 +135,8 @@ impl Metrics {
         Metrics {
             connections_accepted: AtomicU64::new(0),
             connections_moved: AtomicU64::new(0),
+            reads_on_reactor: AtomicU64::new(0),
+            reads_on_pool: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
@@ -369,6 +374,17 @@ pub fn render(broker: &Broker) -> String {
         "weir_http_request_duration_seconds",
         "route=\"rest\"",
     );
+    header(
+        &mut out,
+        "weir_partition_reads_total",
+        "counter",
+        "Fetch reads of partitions, by where they ran: on the reactor, or on the blocking pool \
+         when the partition was busy or its data not in the page cache",
+    );
+    for (on, n) in [("reactor", &m.reads_on_reactor), ("pool", &m.reads_on_pool)] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "weir_partition_reads_total{{on=\"{on}\"}} {n}");
+    }
     by_reason(
         &mut out,
         "weir_ws_closed_total",

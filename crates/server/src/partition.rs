@@ -320,7 +320,16 @@ impl Partitions {
                         let end = p.end.clone();
                         let read =
                             move |state: &PartitionState| fetch(state, &end, offset, max_bytes);
-                        off_reactor_if_busy(&p.state, read, reply);
+                        // A read the page cache does not hold would block the reactor.
+                        let cached = |state: &PartitionState| {
+                            max_bytes.is_none_or(|max| state.log.likely_cached(offset, max))
+                        };
+                        let on_reactor = read_off_reactor_unless(&p.state, cached, read, reply);
+                        let metrics = &self.broker.metrics;
+                        match on_reactor {
+                            true => metrics.reads_on_reactor.fetch_add(1, Ordering::Relaxed),
+                            false => metrics.reads_on_pool.fetch_add(1, Ordering::Relaxed),
+                        };
                     }
                 }
             }
@@ -453,7 +462,10 @@ impl Partitions {
                     }
                     Ok(p) => {
                         let read = move |state: &PartitionState| list(&state.log, timestamp, max);
-                        off_reactor_if_busy(&p.state, read, reply);
+                        // Earliest and latest are in memory; a search by time reads the disk.
+                        let in_memory =
+                            matches!(timestamp, list_offsets::EARLIEST | list_offsets::LATEST);
+                        read_off_reactor_unless(&p.state, |_| in_memory, read, reply);
                     }
                 }
             }
@@ -585,9 +597,23 @@ fn off_reactor_if_busy<T: Send + 'static>(
     read: impl FnOnce(&PartitionState) -> T + Send + 'static,
     reply: oneshot::Sender<T>,
 ) {
+    read_off_reactor_unless(state, |_| true, read, reply);
+}
+
+/// A read of stored data: on the reactor only if the partition's lock is free and `quick`
+/// (under the lock) says the read will not wait for the disk; otherwise on the blocking pool.
+/// Returns whether it ran on the reactor.
+fn read_off_reactor_unless<T: Send + 'static>(
+    state: &Shared,
+    quick: impl FnOnce(&PartitionState) -> bool,
+    read: impl FnOnce(&PartitionState) -> T + Send + 'static,
+    reply: oneshot::Sender<T>,
+) -> bool {
     if let Ok(guard) = state.try_lock() {
-        let _ = reply.send(read(&guard));
-        return;
+        if quick(&guard) {
+            let _ = reply.send(read(&guard));
+            return true;
+        }
     }
     let state = state.clone();
     let read = tokio::task::spawn_blocking(move || read(&lock(&state)));
@@ -596,6 +622,7 @@ fn off_reactor_if_busy<T: Send + 'static>(
             let _ = reply.send(answer);
         }
     });
+    false
 }
 
 /// A Fetch's read of one partition.

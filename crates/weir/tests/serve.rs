@@ -1042,6 +1042,94 @@ fn a_connection_moves_to_the_shard_of_its_partitions_and_loses_nothing() {
     std::fs::remove_file(&file).ok();
 }
 
+/// `weir_partition_reads_total` on the reactor and on the pool.
+fn reads(weir: &Weir) -> (u64, u64) {
+    let text = http_get(weir.http, "/metrics");
+    let on = |place: &str| -> u64 {
+        let name = format!("weir_partition_reads_total{{on=\"{place}\"}} ");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&name))
+            .expect("reads metric");
+        line[name.len()..].parse().expect("a number")
+    };
+    (on("reactor"), on("pool"))
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_fetch_of_data_not_in_the_page_cache_is_read_off_the_reactor() {
+    use std::os::fd::AsRawFd;
+    let weir = Weir::start(&[]);
+    let mut s = weir.connect();
+    assert_eq!(
+        create_topic(&mut s, 7, "cold", 1, 1, &[], false).error_code,
+        0
+    );
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        let batch = test_batch(n);
+        assert_eq!(
+            produce(&mut s, "cold", 0, Bytes::from(batch.clone()), 1).error_code,
+            0
+        );
+        sent.push(batch[16..].to_vec());
+    }
+    let read_all = |s: &mut TcpStream| {
+        let response = fetch_once(s, "cold", &[0], 1 << 20, 0, 0);
+        let records = response.responses[0].partitions[0]
+            .records
+            .clone()
+            .expect("records");
+        weir_log::batch::Batches::new(&records)
+            .map(|b| {
+                let (at, header) = b.expect("a valid batch");
+                records[at..at + header.size()][16..].to_vec()
+            })
+            .collect::<Vec<_>>()
+    };
+    // Just written: cached, read on the reactor.
+    let before = reads(&weir);
+    assert_eq!(read_all(&mut s), sent);
+    let hot = reads(&weir);
+    assert_eq!(
+        (hot.0 - before.0, hot.1 - before.1),
+        (1, 0),
+        "a cached read"
+    );
+    // cachestat came with Linux 6.5; before it, reads of the segment being written stay on
+    // the reactor, which is what this data is.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut version = release
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) < (6, 5) {
+        eprintln!("kernel {release}: no cachestat, the cold read is not checked");
+        return;
+    }
+    // Written back and dropped from the page cache: the read waits for the disk, on the pool.
+    let partitions = weir._dir.0.join("partitions");
+    let topic_dir = std::fs::read_dir(&partitions)
+        .expect("partitions")
+        .next()
+        .expect("one topic")
+        .expect("entry")
+        .path();
+    let segment = std::fs::File::open(topic_dir.join("0/00000000000000000000.log")).expect("log");
+    segment.sync_all().expect("sync");
+    // SAFETY: posix_fadvise only reads its arguments.
+    let rc = unsafe { libc::posix_fadvise(segment.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    assert_eq!(read_all(&mut s), sent);
+    let cold = reads(&weir);
+    assert_eq!(
+        (cold.0 - hot.0, cold.1 - hot.1),
+        (0, 1),
+        "a read from the disk"
+    );
+}
+
 #[test]
 fn a_corrupt_batch_gets_corrupt_message_for_its_partition_only() {
     let weir = Weir::start(&[]);
