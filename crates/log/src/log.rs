@@ -538,8 +538,10 @@ impl Log {
 
     /// Whether a `read_copy(offset, max_bytes)` would find its bytes in the page cache rather
     /// than wait for the disk: what the range the index points at says (it may start up to an
-    /// index interval before the batch). Where the system cannot tell, only a read inside the
-    /// segment being written counts as cached: the data most recently written.
+    /// index interval before the batch, and covers a whole batch of the largest size allowed,
+    /// since the first batch is read whatever `max_bytes` says). Where the system cannot tell,
+    /// only a read inside the segment being written counts as cached: the data most recently
+    /// written.
     pub fn likely_cached(&self, offset: i64, max_bytes: u64) -> bool {
         if self.check_range(offset).is_err() {
             return true;
@@ -554,6 +556,7 @@ impl Log {
             .floor_offset(rel)
             .map_or(0, |entry| u64::from(entry.position));
         let len = max_bytes
+            .max(self.config.max_message_bytes)
             .saturating_add(self.config.index_interval_bytes)
             .min(segment.len.saturating_sub(start));
         crate::cache::resident(&segment.file, start, len)

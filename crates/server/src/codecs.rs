@@ -1,7 +1,8 @@
 //! Decompressing a batch's records, for REST and WebSocket readers and for ListOffsets by
 //! timestamp (which answers the exact record inside a compressed batch). Fetch never does
-//! this: it serves batches as they were stored. The output is bounded
-//! (`http_decompressed_batch_max_bytes`), so a small batch cannot expand without limit.
+//! this: it serves batches as they were stored. The output is bounded by the caller
+//! (`http_decompressed_batch_max_bytes`, `list_offsets_decompress_max_bytes`), so a small
+//! batch cannot expand without limit.
 //!
 //! Kafka's codecs: 1 gzip, 2 snappy (raw, or the xerial framing the Java client writes),
 //! 3 lz4 (the LZ4 frame format), 4 zstd.

@@ -30,8 +30,7 @@ pub struct ServerConfig {
     /// `http_decompressed_batch_max_bytes`: what one read for an HTTP or WebSocket client
     /// decompresses at most over all its batches, and the key, value and header bytes it turns
     /// into JSON at most (the Kafka path never decompresses); a single batch that expands past
-    /// it cannot be read over HTTP. ListOffsets by timestamp decompresses at most this of the
-    /// batch it looks into.
+    /// it cannot be read over HTTP.
     pub http_decompressed_batch_max_bytes: usize,
     /// `ws_max_message_bytes`: largest WebSocket message a client may send (one frame or the
     /// fragments of one message); a larger one closes the connection with 1009.
@@ -100,6 +99,10 @@ pub struct ServerConfig {
     /// `shard_mailbox_capacity`: requests queued for one shard's partitions before senders wait
     /// (and connections queued for a shard to take over, beyond which they stay where they are).
     pub shard_mailbox_capacity: usize,
+    /// `list_offsets_decompress_max_bytes`: what ListOffsets by timestamp decompresses at most
+    /// of the compressed batch it looks into for the exact record (one search per blocking
+    /// thread at a time); a batch that expands past it is answered with its first offset.
+    pub list_offsets_decompress_max_bytes: usize,
     /// `shard_cpu_pinning`: each shard's thread runs on one CPU of those the process may use
     /// (shard i on the i-th, wrapping around).
     pub shard_cpu_pinning: bool,
@@ -211,6 +214,7 @@ impl Default for ServerConfig {
             shard_mailbox_capacity: 1024,
             connection_affinity: true,
             shard_cpu_pinning: true,
+            list_offsets_decompress_max_bytes: 4 * 1024 * 1024,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
             fetch_max_bytes: 55 * 1024 * 1024,
             log_retention_check_interval: Duration::from_secs(300),

@@ -716,28 +716,29 @@ async fn fetch_request(
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
+    // The response's byte budget goes to partitions in turn, starting one further along at
+    // every Fetch of the connection (not every round of a long poll), so a partition with a
+    // large backlog early in the request cannot take the whole budget every time (the answer
+    // keeps the request's order).
+    let wanted: Vec<(usize, usize)> = request
+        .topics
+        .iter()
+        .enumerate()
+        .flat_map(|(t, topic)| (0..topic.partitions.len()).map(move |p| (t, p)))
+        .collect();
+    let start = match wanted.len() {
+        0 => 0,
+        n => {
+            let start = rotation.get();
+            rotation.set(start.wrapping_add(1));
+            start % n
+        }
+    };
     loop {
         let snapshot = broker.topics.snapshot();
         let mut watches = Vec::new();
         let mut total = 0usize;
         let mut errors = false;
-        // The response's byte budget goes to partitions in turn, starting one further along
-        // at every Fetch, so a partition with a large backlog early in the request cannot take
-        // the whole budget every time (the answer keeps the request's order).
-        let wanted: Vec<(usize, usize)> = request
-            .topics
-            .iter()
-            .enumerate()
-            .flat_map(|(t, topic)| (0..topic.partitions.len()).map(move |p| (t, p)))
-            .collect();
-        let start = match wanted.len() {
-            0 => 0,
-            n => {
-                let start = rotation.get();
-                rotation.set(start.wrapping_add(1));
-                start % n
-            }
-        };
         let mut fetched: Vec<Option<FetchedPartition>> = wanted.iter().map(|_| None).collect();
         for k in 0..wanted.len() {
             let slot = (start + k) % wanted.len();

@@ -134,9 +134,18 @@ impl Server {
         let mut kafka_addr = config.kafka_listen;
         let mut http_addr = config.http_listen;
         // Shard i runs on the i-th CPU the process may use (wrapping around when there are
-        // more shards than CPUs); its blocking pool on any of them.
+        // more shards than CPUs); its blocking pool on any of them. Only when the shards use
+        // all those CPUs: with fewer shards (a CPU quota in a container with the machine's
+        // CPUs, say), which CPUs are the broker's is not known, and every broker on the
+        // machine would pin to the first ones.
         let cpus = Arc::new(threads::allowed_cpus());
-        let pin = config.shard_cpu_pinning && !cpus.is_empty();
+        let pin = config.shard_cpu_pinning && !cpus.is_empty() && shards >= cpus.len();
+        if config.shard_cpu_pinning && !pin {
+            eprintln!(
+                "weir: shards not pinned: {shards} shards for {} CPUs the process may use",
+                cpus.len()
+            );
+        }
         for (index, (inbox, arrivals)) in inboxes.into_iter().zip(arrivals).enumerate() {
             let cpu = pin.then(|| cpus[index % cpus.len()]);
             let pool_cpus = cpus.clone();

@@ -497,7 +497,8 @@ pub fn render(broker: &Broker) -> String {
         ),
         (
             "weir_topic_records_out_total",
-            "Records sent to readers (Kafka fetches, REST, WebSocket), by topic",
+            "Records sent to readers, by topic: whole batches for Kafka fetches, the records \
+             returned for REST, each live-feed read once for all its WebSocket subscribers",
             2,
         ),
         (

@@ -455,17 +455,30 @@ impl Partitions {
                     let _ = reply.send(ListOutcome::error(unknown));
                     return;
                 };
-                let max = self.broker.config.http_decompressed_batch_max_bytes;
+                let max = self.broker.config.list_offsets_decompress_max_bytes;
                 match self.get(&topic, partition).await {
                     Err(e) => {
                         let _ = reply.send(ListOutcome::failed(&e));
                     }
+                    // Earliest and latest are in memory.
+                    Ok(p) if matches!(timestamp, list_offsets::EARLIEST | list_offsets::LATEST) => {
+                        let read =
+                            move |state: &PartitionState| list(&state.log, timestamp).finish(max);
+                        off_reactor_if_busy(&p.state, read, reply);
+                    }
+                    // A search by time reads the disk, on the pool; the batch it finds is
+                    // decoded after the partition's lock is let go.
                     Ok(p) => {
-                        let read = move |state: &PartitionState| list(&state.log, timestamp, max);
-                        // Earliest and latest are in memory; a search by time reads the disk.
-                        let in_memory =
-                            matches!(timestamp, list_offsets::EARLIEST | list_offsets::LATEST);
-                        read_off_reactor_unless(&p.state, |_| in_memory, read, reply);
+                        let state = p.state.clone();
+                        let search = tokio::task::spawn_blocking(move || {
+                            let located = list(&lock(&state).log, timestamp);
+                            located.finish(max)
+                        });
+                        tokio::task::spawn_local(async move {
+                            if let Ok(answer) = search.await {
+                                let _ = reply.send(answer);
+                            }
+                        });
                     }
                 }
             }
@@ -669,61 +682,96 @@ fn fetch(
     outcome
 }
 
-/// ListOffsets on one partition; a compressed batch is decompressed up to `decompress_max`
-/// bytes to find the record.
-fn list(log: &Log, timestamp: i64, decompress_max: usize) -> ListOutcome {
-    // By time, and max timestamp: the batch is found through the index, then the record in it.
-    let by_time =
-        |hit: Result<Option<weir_log::TimestampHit>, LogError>, target: Option<i64>| match hit {
-            Ok(Some(hit)) => {
-                let (offset, timestamp) = exact_record(
-                    log,
-                    hit,
-                    target.unwrap_or(hit.max_timestamp),
-                    decompress_max,
-                );
+/// ListOffsets on one partition, as far as it needs the log: earliest and latest are
+/// answered, a search by time finds its batch and copies it (the record in it is found by
+/// `Located::finish`, without the partition's lock).
+fn list(log: &Log, timestamp: i64) -> Located {
+    let found = |offset| {
+        Located::Done(ListOutcome {
+            error_code: error_code::NONE,
+            timestamp: -1,
+            offset,
+        })
+    };
+    let (hit, target) = match timestamp {
+        list_offsets::LATEST => return found(log.log_end_offset()),
+        list_offsets::EARLIEST => return found(log.log_start_offset()),
+        list_offsets::MAX_TIMESTAMP => (log.max_timestamp(), None),
+        _ => (log.find_timestamp(timestamp), Some(timestamp)),
+    };
+    match hit {
+        Ok(Some(hit)) => {
+            let start = log.log_start_offset();
+            let batch = log.read_copy(hit.base_offset.max(start), 1).ok();
+            Located::Batch {
+                hit,
+                start,
+                target: target.unwrap_or(hit.max_timestamp),
+                batch: batch.map(|copy| copy.bytes),
+            }
+        }
+        Ok(None) => Located::Done(ListOutcome {
+            error_code: error_code::NONE,
+            timestamp: -1,
+            offset: -1,
+        }),
+        Err(e) => Located::Done(ListOutcome::failed(&e)),
+    }
+}
+
+/// What `list` found.
+enum Located {
+    Done(ListOutcome),
+    /// The batch `hit` holds the record; `batch` is a copy of it (None if it could not be
+    /// read), `start` the log start then.
+    Batch {
+        hit: weir_log::TimestampHit,
+        start: i64,
+        target: i64,
+        batch: Option<Vec<u8>>,
+    },
+}
+
+impl Located {
+    /// The answer; a compressed batch is decompressed (at most `decompress_max` bytes).
+    fn finish(self, decompress_max: usize) -> ListOutcome {
+        match self {
+            Located::Done(outcome) => outcome,
+            Located::Batch {
+                hit,
+                start,
+                target,
+                batch,
+            } => {
+                let (offset, timestamp) =
+                    exact_record(batch.as_deref(), hit, start, target, decompress_max);
                 ListOutcome {
                     error_code: error_code::NONE,
                     timestamp,
                     offset,
                 }
             }
-            Ok(None) => ListOutcome {
-                error_code: error_code::NONE,
-                timestamp: -1,
-                offset: -1,
-            },
-            Err(e) => ListOutcome::failed(&e),
-        };
-    let found = |offset| ListOutcome {
-        error_code: error_code::NONE,
-        timestamp: -1,
-        offset,
-    };
-    match timestamp {
-        list_offsets::LATEST => found(log.log_end_offset()),
-        list_offsets::EARLIEST => found(log.log_start_offset()),
-        list_offsets::MAX_TIMESTAMP => by_time(log.max_timestamp(), None),
-        _ => by_time(log.find_timestamp(timestamp), Some(timestamp)),
+        }
     }
 }
 
-/// The first record of the batch `hit` whose timestamp is at or after `target`: (offset,
-/// timestamp). A compressed batch is decompressed (at most `decompress_max` bytes); batches
-/// stamped with the log append time need no record (every record has the batch's time), and
-/// the batch's first offset stands for it, as it does for a batch that cannot be decoded.
+/// The first record of the batch `hit` (copied in `batch`) at or after the log start `start`
+/// whose timestamp is at or after `target`: (offset, timestamp). A compressed batch is
+/// decompressed (at most `decompress_max` bytes); batches stamped with the log append time
+/// need no record (every record has the batch's time), and the batch's first offset stands
+/// for it, as it does for a batch that cannot be decoded or whose records fall outside it.
 fn exact_record(
-    log: &Log,
+    batch: Option<&[u8]>,
     hit: weir_log::TimestampHit,
+    start: i64,
     target: i64,
     decompress_max: usize,
 ) -> (i64, i64) {
-    let start = log.log_start_offset();
     let batch_answer = (hit.base_offset.max(start), hit.max_timestamp);
-    let Ok(copy) = log.read_copy(hit.base_offset.max(start), 1) else {
+    let Some(batch) = batch else {
         return batch_answer;
     };
-    let Ok(header) = weir_log::batch::BatchHeader::decode(&copy.bytes) else {
+    let Ok(header) = weir_log::batch::BatchHeader::decode(batch) else {
         return batch_answer;
     };
     let log_append_time = header.attributes & 0x08 != 0;
@@ -732,12 +780,12 @@ fn exact_record(
     }
     let decompressed;
     let records = if header.compression() == 0 {
-        match weir_log::batch::records::records(&copy.bytes) {
+        match weir_log::batch::records::records(batch) {
             Ok(records) => records,
             Err(_) => return batch_answer,
         }
     } else {
-        let Some(body) = copy.bytes.get(weir_log::batch::HEADER_BYTES..header.size()) else {
+        let Some(body) = batch.get(weir_log::batch::HEADER_BYTES..header.size()) else {
             return batch_answer;
         };
         decompressed = match crate::codecs::decompress(header.compression(), body, decompress_max) {
@@ -750,7 +798,12 @@ fn exact_record(
         let Ok(record) = record else {
             return batch_answer;
         };
+        // Offset deltas come from the producer (inside a compressed batch nobody checked
+        // them): one outside the batch is not believed.
         let offset = header.base_offset + i64::from(record.offset_delta);
+        if record.offset_delta < 0 || offset > header.last_offset() {
+            return batch_answer;
+        }
         let timestamp = header
             .first_timestamp
             .saturating_add(record.timestamp_delta);

@@ -36,11 +36,11 @@ pub(crate) fn run_on(cpus: &[usize]) -> bool {
         if cpus.is_empty() {
             return false;
         }
-        // SAFETY: as in `allowed_cpus`; CPU_SET ignores CPUs beyond the set's size, and
+        // SAFETY: as in `allowed_cpus`; only CPUs the set can hold are put in it, and
         // sched_setaffinity with 0 names the calling thread.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &cpu in cpus {
+            for &cpu in cpus.iter().filter(|&&cpu| cpu < libc::CPU_SETSIZE as usize) {
                 libc::CPU_SET(cpu, &mut set);
             }
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0

@@ -227,6 +227,9 @@ fn set(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Resul
         "shard_cpu_pinning" => {
             config.shard_cpu_pinning = value.parse().map_err(|_| bad("not true or false"))?
         }
+        "list_offsets_decompress_max_bytes" => {
+            config.list_offsets_decompress_max_bytes = between(value, 1024, 1 << 30)?
+        }
         "shard_mailbox_capacity" => config.shard_mailbox_capacity = between(value, 1, 1 << 20)?,
         "flush_threads" => config.flush_threads = between(value, 1, 64)?,
         "fetch_max_bytes" => config.fetch_max_bytes = between(value, 1024, 1 << 30)?,

@@ -558,7 +558,13 @@ async fn fetch(broker: &Arc<Broker>, name: &str, partition: &str, request: &Requ
             Ok(decoded) => decoded,
             Err(e) => return Response::error(500, "unreadable_records", e),
         };
-        broker.metrics.topic(name).sent(&outcome.records);
+        // The records this client gets (a fetch may start inside a batch and stop at
+        // max_records), and the stored bytes read for them.
+        let counters = broker.metrics.topic(name);
+        let records = decoded.records.len() as u64;
+        counters.records_out.fetch_add(records, Ordering::Relaxed);
+        let bytes = outcome.records.len() as u64;
+        counters.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         return Response::json(
             200,
             &json!({
