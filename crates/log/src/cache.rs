@@ -29,7 +29,7 @@ mod linux {
 
     /// `cachestat`'s number on the architectures that share the unified syscall table (alpha
     /// and MIPS number it otherwise; there the answer is "unknown").
-    #[cfg(any(
+    const SYS_CACHESTAT: Option<libc::c_long> = if cfg!(any(
         target_arch = "x86_64",
         target_arch = "x86",
         target_arch = "aarch64",
@@ -38,19 +38,11 @@ mod linux {
         target_arch = "powerpc64",
         target_arch = "s390x",
         target_arch = "loongarch64"
-    ))]
-    const SYS_CACHESTAT: Option<libc::c_long> = Some(451);
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )))]
-    const SYS_CACHESTAT: Option<libc::c_long> = None;
+    )) {
+        Some(451)
+    } else {
+        None
+    };
     /// Set once the kernel has refused `cachestat` (absent, or forbidden by a seccomp
     /// filter), so it is not asked again.
     static MISSING: AtomicBool = AtomicBool::new(false);

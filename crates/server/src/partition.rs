@@ -470,15 +470,13 @@ impl Partitions {
                     // decoded after the partition's lock is let go.
                     Ok(p) => {
                         let state = p.state.clone();
-                        let search = tokio::task::spawn_blocking(move || {
-                            let located = list(&lock(&state).log, timestamp);
-                            located.finish(max)
-                        });
-                        tokio::task::spawn_local(async move {
-                            if let Ok(answer) = search.await {
-                                let _ = reply.send(answer);
-                            }
-                        });
+                        answer_from_pool(
+                            move || {
+                                let located = list(&lock(&state).log, timestamp);
+                                located.finish(max)
+                            },
+                            reply,
+                        );
                     }
                 }
             }
@@ -629,13 +627,21 @@ fn read_off_reactor_unless<T: Send + 'static>(
         }
     }
     let state = state.clone();
-    let read = tokio::task::spawn_blocking(move || read(&lock(&state)));
+    answer_from_pool(move || read(&lock(&state)), reply);
+    false
+}
+
+/// Runs `work` on the shard's blocking pool and sends its answer.
+fn answer_from_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+    reply: oneshot::Sender<T>,
+) {
+    let work = tokio::task::spawn_blocking(work);
     tokio::task::spawn_local(async move {
-        if let Ok(answer) = read.await {
+        if let Ok(answer) = work.await {
             let _ = reply.send(answer);
         }
     });
-    false
 }
 
 /// A Fetch's read of one partition.
