@@ -2200,9 +2200,9 @@ fn retention_deletes_old_segments_by_size_and_by_time() {
     assert!(gone(&counts), "{counts:?}");
 }
 
-/// One Fetch of partition 0 from `offset`: (error code, first offset returned or -1).
-/// The stored batches of partition 0 of `topic` from `offset` (up to 1 MiB).
-fn records_from(stream: &mut TcpStream, topic: &str, offset: i64) -> Bytes {
+/// One Fetch of partition 0 of `topic` from `offset` (up to 1 MiB): (error code, the stored
+/// batches).
+fn fetch_from(stream: &mut TcpStream, topic: &str, offset: i64) -> (i16, Bytes) {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, FetchResponse};
     let request = FetchRequest::default()
@@ -2217,31 +2217,24 @@ fn records_from(stream: &mut TcpStream, topic: &str, offset: i64) -> Bytes {
     let (_, mut body) = call(stream, &frame, ApiKey::Fetch, 11);
     let response = FetchResponse::decode(&mut body, 11).expect("Fetch");
     let p = &response.responses[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    p.records.clone().unwrap_or_default()
+    (p.error_code, p.records.clone().unwrap_or_default())
 }
 
+/// The stored batches of partition 0 of `topic` from `offset`; the Fetch must succeed.
+fn records_from(stream: &mut TcpStream, topic: &str, offset: i64) -> Bytes {
+    let (code, records) = fetch_from(stream, topic, offset);
+    assert_eq!(code, 0);
+    records
+}
+
+/// One Fetch of partition 0 from `offset`: (error code, first offset returned or -1).
 fn fetch_at(stream: &mut TcpStream, topic: &str, offset: i64) -> (i16, i64) {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, FetchResponse};
-    let request = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![FetchPartition::default()
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let frame = request_frame(ApiKey::Fetch, 11, &request);
-    let (_, mut body) = call(stream, &frame, ApiKey::Fetch, 11);
-    let response = FetchResponse::decode(&mut body, 11).expect("Fetch");
-    let p = &response.responses[0].partitions[0];
-    let records = p.records.clone().unwrap_or_default();
+    let (code, records) = fetch_from(stream, topic, offset);
     let first = weir_log::batch::Batches::new(&records)
         .next()
         .and_then(|b| b.ok())
         .map_or(-1, |(_, h)| h.base_offset);
-    (p.error_code, first)
+    (code, first)
 }
 
 #[test]
