@@ -290,24 +290,38 @@ fn metadata_advertises_the_listener_and_auto_creates_topics() {
     assert_eq!(response.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
 }
 
-/// `Cpus_allowed_list` of each of the process's threads named `weir-shard-*`, by name.
+/// `Cpus_allowed_list` of each of the process's threads named `weir-shard-*`, by name. A
+/// thread starts with its creator's name and CPUs until it sets its own, so a blocking-pool
+/// thread a shard has just started can show up as a second `weir-shard-i` for a moment: the
+/// list is read again until every name is there once.
 fn shard_cpus(weir: &Weir) -> Vec<(String, String)> {
-    let tasks = format!("/proc/{}/task", weir.child.id());
-    let mut shards: Vec<(String, String)> = std::fs::read_dir(tasks)
-        .expect("tasks")
-        .filter_map(|task| {
-            let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
-            let field = |name: &str| {
-                let line = status.lines().find(|l| l.starts_with(name))?;
-                Some(line[name.len()..].trim().to_string())
-            };
-            let name = field("Name:")?;
-            name.starts_with("weir-shard-")
-                .then(|| Some((name, field("Cpus_allowed_list:")?)))?
-        })
-        .collect();
-    shards.sort();
-    shards
+    let read = || {
+        let tasks = format!("/proc/{}/task", weir.child.id());
+        let mut shards: Vec<(String, String)> = std::fs::read_dir(tasks)
+            .expect("tasks")
+            .filter_map(|task| {
+                let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+                let field = |name: &str| {
+                    let line = status.lines().find(|l| l.starts_with(name))?;
+                    Some(line[name.len()..].trim().to_string())
+                };
+                let name = field("Name:")?;
+                name.starts_with("weir-shard-")
+                    .then(|| Some((name, field("Cpus_allowed_list:")?)))?
+            })
+            .collect();
+        shards.sort();
+        shards
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let shards = read();
+        let unique = shards.windows(2).all(|pair| pair[0].0 != pair[1].0);
+        if unique || Instant::now() >= deadline {
+            return shards;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
