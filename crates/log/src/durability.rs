@@ -26,6 +26,7 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::error::LogError;
+use crate::evict::{Eviction, Evictor};
 use crate::state::{LogState, StateFile};
 
 /// Synced bytes after which a flusher also advances the recovery point in `log.state`, so that
@@ -484,6 +485,8 @@ pub struct FlushStats {
     pub rounds: u64,
     pub micros_total: u64,
     pub micros_max: u64,
+    /// Bytes written back and dropped from the page cache behind the logs' windows.
+    pub evicted_bytes: u64,
 }
 
 /// A pool of flusher threads shared by many logs. Cheap to clone; the threads stop when the
@@ -496,6 +499,7 @@ pub struct Flusher {
 struct FlusherHandle {
     inner: Arc<FlusherInner>,
     threads: Vec<JoinHandle<()>>,
+    evictor: Evictor,
 }
 
 struct FlusherInner {
@@ -572,6 +576,7 @@ impl Flusher {
             handle: Arc::new(FlusherHandle {
                 inner,
                 threads: handles,
+                evictor: Evictor::start()?,
             }),
         })
     }
@@ -589,7 +594,22 @@ impl Flusher {
             rounds: inner.rounds.load(Ordering::Relaxed),
             micros_total: inner.round_micros_total.load(Ordering::Relaxed),
             micros_max: inner.round_micros_max.load(Ordering::Relaxed),
+            evicted_bytes: self.handle.evictor.evicted_bytes(),
         }
+    }
+
+    /// Sets how many of each log's newest bytes stay in the page cache (0: all); see
+    /// [`crate::evict`]. Logs read it at every append.
+    pub fn set_cache_window(&self, bytes: u64) {
+        self.handle.evictor.set_window(bytes);
+    }
+
+    pub(crate) fn cache_window(&self) -> u64 {
+        self.handle.evictor.window()
+    }
+
+    pub(crate) fn evict(&self, eviction: Eviction) {
+        self.handle.evictor.push(eviction);
     }
 
     /// Asks for `offset` (and, with `meta`, the current log start offset) to become durable.

@@ -32,6 +32,7 @@ mod clock;
 mod config;
 mod durability;
 mod error;
+mod evict;
 mod index;
 mod log;
 mod recovery;
@@ -67,5 +68,6 @@ pub use durability::{
     RECOVERY_POINT_INTERVAL_BYTES,
 };
 pub use error::{Corruption, LogError};
+pub use evict::{CACHE_WINDOW_BYTES_DEFAULT, CACHE_WINDOW_BYTES_MIN};
 pub use log::{Appended, FileRegion, Log, LogOptions, ReadCopy, ReadSlice, Retained, TimestampHit};
 pub use recovery::RecoveryReport;

@@ -14,6 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::durability::{Durable, Flusher, SegmentFiles, SyncShared, Written};
 use crate::error::LogError;
+use crate::evict::CacheWindow;
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{AppendFailure, Segment};
 use crate::state::{LogState, StateFile};
@@ -104,6 +105,8 @@ pub struct Log {
     broken: Option<String>,
     /// Scratch for the headers of one append, reused to spare an allocation per append.
     scratch: Vec<(usize, BatchHeader)>,
+    /// What this process wrote that is still in the page cache (drop-behind, [`crate::evict`]).
+    cache: CacheWindow,
 }
 
 impl Log {
@@ -210,6 +213,7 @@ impl Log {
             report,
             broken: None,
             scratch: Vec::new(),
+            cache: CacheWindow::default(),
         })
     }
 
@@ -334,6 +338,7 @@ impl Log {
         }
         let interval = self.config.index_interval_bytes;
         let active = self.segments.last_mut().expect("active segment");
+        let from = active.len;
         match active.append(bytes, headers, interval, now) {
             Ok(()) => {}
             Err(AppendFailure::RolledBack(error)) => return Err(error),
@@ -347,6 +352,10 @@ impl Log {
             segment_base: active.base_offset,
             segment_len: active.len,
         });
+        self.cache.wrote(&active.file, from, active.len);
+        if let Some(eviction) = self.cache.take_behind(self.flusher.cache_window()) {
+            self.flusher.evict(eviction);
+        }
         let last_offset = offset - 1;
         self.unflushed_records += records;
         let durable = if self.unflushed_records >= self.config.flush_messages {
@@ -638,6 +647,7 @@ impl Log {
     /// Takes the oldest segment out of the log; returns its files.
     fn drop_oldest(&mut self) -> Vec<PathBuf> {
         let gone = self.segments.remove(0);
+        self.cache.forget(&gone.file);
         recovery::segment_files(&self.dir, gone.base_offset)
     }
 

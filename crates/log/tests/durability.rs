@@ -192,3 +192,74 @@ fn clean_open_scans_nothing_and_a_crash_scans_only_the_tail() {
     );
     assert_eq!(log.log_end_offset(), end);
 }
+
+/// Drop-behind: bytes older than the log's newest `cache_window` are written back and dropped
+/// from the page cache, read back identical from the disk, and the window itself stays.
+#[test]
+fn bytes_behind_the_cache_window_leave_the_page_cache_and_read_back_identical() {
+    const WINDOW: u64 = 1 << 20;
+    let dir = TempDir::new("cache-window");
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    let (mut log, flusher) = open(dir.path(), config);
+    flusher.set_cache_window(WINDOW);
+    let mut rng = Rng::new(46);
+    let mut written = Vec::new();
+    let mut appended = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Append until 4 MiB have been evicted (an eviction runs while later appends queue up).
+    while flusher.stats().evicted_bytes < 4 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "evicted only {:?}",
+            flusher.stats()
+        );
+        let mut bytes = common::batch(&mut rng, 16, 4000, 1_700_000_000_000, 7, 0);
+        appended += bytes.len() as u64;
+        log.append(&mut bytes).expect("append");
+        written.push(bytes);
+        if appended > 64 << 20 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let evicted = flusher.stats().evicted_bytes;
+    assert!(
+        evicted <= appended - WINDOW,
+        "the newest {WINDOW} bytes stay: evicted {evicted} of {appended}"
+    );
+    // The oldest segment is gone from the cache (tmpfs keeps its pages whatever it is told);
+    // the newest bytes are there.
+    let on_tmpfs = {
+        // SAFETY: statfs is plain data, valid zeroed.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: statfs reads a NUL-terminated path and writes one statfs into `fs`.
+        let ok = unsafe { libc::statfs(path.as_ptr(), &mut fs) } == 0;
+        #[allow(clippy::unnecessary_cast)]
+        let tmpfs = ok && fs.f_type as i64 == libc::TMPFS_MAGIC as i64;
+        tmpfs
+    };
+    if !on_tmpfs {
+        assert!(!log.likely_cached(0, 4096), "offset 0 was evicted");
+    }
+    let last = log.log_end_offset() - 1;
+    assert!(
+        log.likely_cached(last, 4096),
+        "the newest batch stays cached"
+    );
+    // Every batch reads back byte for byte.
+    let mut offset = 0;
+    let mut got = Vec::new();
+    while offset < log.log_end_offset() {
+        let copy = log.read_copy(offset, 1 << 20).expect("read");
+        got.extend_from_slice(&copy.bytes);
+        offset = copy.next_offset;
+    }
+    assert_eq!(
+        got,
+        written.concat(),
+        "what was evicted reads back identical"
+    );
+}

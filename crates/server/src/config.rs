@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub connection_affinity: bool,
     /// `flush_threads`: threads that run fdatasync for all logs.
     pub flush_threads: usize,
+    /// `log_cache_window_bytes`: the newest bytes of each partition kept in the page cache;
+    /// older ones are written back and dropped behind the writer (0: the kernel decides).
+    pub log_cache_window_bytes: u64,
     /// `fetch_max_bytes` (Kafka's `fetch.max.bytes`): the most record bytes one Fetch response
     /// carries, whatever the request asks (the first batch is always whole, KIP-74).
     pub fetch_max_bytes: usize,
@@ -216,6 +219,7 @@ impl Default for ServerConfig {
             shard_cpu_pinning: true,
             list_offsets_decompress_max_bytes: 4 * 1024 * 1024,
             flush_threads: weir_log::FLUSH_THREADS_DEFAULT,
+            log_cache_window_bytes: weir_log::CACHE_WINDOW_BYTES_DEFAULT,
             fetch_max_bytes: 55 * 1024 * 1024,
             log_retention_check_interval: Duration::from_secs(300),
             offsets_partitions: 16,

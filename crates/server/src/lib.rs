@@ -78,6 +78,7 @@ impl Server {
         let in_force = quota_layers.effective();
         let topics = Topics::open(&config.data_dir).map_err(std::io::Error::other)?;
         let flusher = Flusher::start(config.flush_threads)?;
+        flusher.set_cache_window(config.log_cache_window_bytes);
         let offsets_partitions =
             coordinator::resolve_partitions(&config.data_dir, config.offsets_partitions.max(1))?;
         let shards = config.shards.max(1);

@@ -567,6 +567,18 @@ pub fn render(broker: &Broker) -> String {
         "weir_log_flush_seconds_max {}",
         flush.micros_max as f64 / 1e6
     );
+    header(
+        &mut out,
+        "weir_log_cache_evicted_bytes_total",
+        "counter",
+        "Log bytes written back and dropped from the page cache behind each partition's \
+         log_cache_window_bytes",
+    );
+    let _ = writeln!(
+        out,
+        "weir_log_cache_evicted_bytes_total {}",
+        flush.evicted_bytes
+    );
     out
 }
 

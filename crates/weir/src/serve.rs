@@ -232,6 +232,13 @@ fn set(config: &mut ServerConfig, key: &str, value: &str, source: &str) -> Resul
         }
         "shard_mailbox_capacity" => config.shard_mailbox_capacity = between(value, 1, 1 << 20)?,
         "flush_threads" => config.flush_threads = between(value, 1, 64)?,
+        "log_cache_window_bytes" => {
+            let bytes: u64 = number(value, 0, Some(1 << 40)).map_err(|w| bad(&w))?;
+            if bytes != 0 && bytes < weir_log::CACHE_WINDOW_BYTES_MIN {
+                return Err(bad("must be 0 (keep everything) or at least 1048576"));
+            }
+            config.log_cache_window_bytes = bytes;
+        }
         "fetch_max_bytes" => config.fetch_max_bytes = between(value, 1024, 1 << 30)?,
         _ => return Ok(false),
     }

@@ -1173,6 +1173,85 @@ fn a_fetch_of_data_not_in_the_page_cache_is_read_off_the_reactor() {
     );
 }
 
+/// `log_cache_window_bytes`: what a partition wrote beyond its newest 1 MiB is written back and
+/// dropped from the page cache by the broker itself, and a consumer reading from the start gets
+/// every batch back identical, read from the disk on the blocking pool.
+#[test]
+#[cfg(target_os = "linux")]
+fn bytes_behind_the_cache_window_are_evicted_and_read_back_from_the_disk() {
+    let dir = temp_dir();
+    let file = dir.0.with_extension("toml");
+    std::fs::write(&file, "log_cache_window_bytes = 1048576\n").expect("config");
+    let weir = Weir::start(&["--config", file.to_str().expect("utf-8")]);
+    std::fs::remove_file(&file).ok();
+    let mut s = weir.connect();
+    let configs = [("segment.bytes", "1048576")];
+    assert_eq!(
+        create_topic(&mut s, 7, "behind", 1, 1, &configs, false).error_code,
+        0
+    );
+    // Batches of about 64 KiB until 3 MiB have been evicted (one eviction runs at a time;
+    // later appends queue theirs).
+    let mut sent = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_value(&weir, "weir_log_cache_evicted_bytes_total") < 3 << 20 {
+        assert!(Instant::now() < deadline, "nothing evicted");
+        for _ in 0..8 {
+            let i = sent.len() as i64;
+            let mut builder = weir_log::batch::build::BatchBuilder::new(1_800_000_000_000 + i);
+            for r in 0..16u8 {
+                let value = vec![b'a' + (i as u8 + r) % 26; 4000];
+                builder.push(
+                    Some(format!("k{i}").as_bytes()),
+                    Some(&value),
+                    1_800_000_000_000 + i,
+                );
+            }
+            let batch = builder.build();
+            let answer = produce(&mut s, "behind", 0, Bytes::from(batch.clone()), 1);
+            assert_eq!((answer.error_code, answer.base_offset), (0, 16 * i));
+            sent.push(batch[16..].to_vec());
+        }
+    }
+    let segment = std::fs::File::open(
+        std::fs::read_dir(weir._dir.0.join("partitions"))
+            .expect("partitions")
+            .next()
+            .expect("one topic")
+            .expect("entry")
+            .path()
+            .join("0/00000000000000000000.log"),
+    )
+    .expect("first segment");
+    let cold = cached_pages(&segment);
+    let before = reads(&weir);
+    let mut got = Vec::new();
+    let mut offset = 0;
+    while got.len() < sent.len() {
+        let records = records_from(&mut s, "behind", offset);
+        assert!(!records.is_empty(), "a fetch at {offset} returned nothing");
+        for batch in weir_log::batch::Batches::new(&records) {
+            let (at, header) = batch.expect("a valid batch");
+            got.push(records[at..at + header.size()][16..].to_vec());
+            offset = header.last_offset() + 1;
+        }
+    }
+    assert_eq!(got, sent, "every batch back, identical");
+    // Where cachestat can tell (Linux 6.5+) and the file system drops pages (not tmpfs), the
+    // first segment had left the cache, so its read went to the pool.
+    if cold == Some(0) {
+        let after = reads(&weir);
+        assert!(
+            after.1 > before.1,
+            "a read from the disk: {before:?} -> {after:?}"
+        );
+    } else {
+        eprintln!(
+            "cachestat unavailable or the pages stayed cached ({cold:?}): pool read not checked"
+        );
+    }
+}
+
 #[test]
 fn a_corrupt_batch_gets_corrupt_message_for_its_partition_only() {
     let weir = Weir::start(&[]);
