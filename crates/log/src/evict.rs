@@ -24,6 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
+/// The evictor thread's nice value.
+#[cfg(target_os = "linux")]
+const EVICTOR_NICE: libc::c_int = 5;
+
 /// Default `log_cache_window_bytes`: the newest bytes of each log kept in the page cache.
 pub const CACHE_WINDOW_BYTES_DEFAULT: u64 = 256 << 20;
 /// Smallest window other than 0 (keep everything).
@@ -200,6 +204,14 @@ impl EvictorInner {
     }
 
     fn work(&self) {
+        // Background work: below the reactors, like the broker's blocking pools (nice 5), so
+        // writing back and freeing pages never takes a reactor's turn on a busy core.
+        // SAFETY: setpriority only reads its arguments; on Linux, PRIO_PROCESS with 0 names
+        // the calling thread. A failure leaves the priority as it was.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, EVICTOR_NICE);
+        }
         loop {
             let eviction = {
                 let mut queue = self.lock();
