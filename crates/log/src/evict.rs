@@ -29,7 +29,7 @@ use std::thread::{self, JoinHandle};
 const EVICTOR_NICE: libc::c_int = 5;
 
 /// Default `log_cache_window_bytes`: the newest bytes of each log kept in the page cache.
-pub const CACHE_WINDOW_BYTES_DEFAULT: u64 = 256 << 20;
+pub const CACHE_WINDOW_BYTES_DEFAULT: u64 = 1 << 30;
 /// Smallest window other than 0 (keep everything).
 pub const CACHE_WINDOW_BYTES_MIN: u64 = 1 << 20;
 
