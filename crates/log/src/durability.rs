@@ -563,6 +563,8 @@ impl Flusher {
             round_micros_total: AtomicU64::new(0),
             round_micros_max: AtomicU64::new(0),
         });
+        // First, so that a failure leaves no flusher thread waiting forever.
+        let evictor = Evictor::start()?;
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let inner = inner.clone();
@@ -576,7 +578,7 @@ impl Flusher {
             handle: Arc::new(FlusherHandle {
                 inner,
                 threads: handles,
-                evictor: Evictor::start()?,
+                evictor,
             }),
         })
     }

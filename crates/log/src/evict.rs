@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -46,9 +47,13 @@ const PAGE: u64 = 4096;
 /// the previous cut left behind.
 const FOLIO_MAX: u64 = 2 << 20;
 
-/// A range of a segment file written since the log was opened and not yet evicted.
+/// A range of a segment file written since the log was opened and not yet evicted. The file
+/// is named, not held: the evictor opens its own description of it, so a write-back error
+/// it meets is still reported to the flusher's fdatasync on the log's own descriptor (Linux
+/// reports such an error once per open file description), and a deleted segment is not kept
+/// open.
 struct Kept {
-    file: Arc<File>,
+    file: PathBuf,
     from: u64,
     to: u64,
 }
@@ -70,30 +75,30 @@ pub(crate) struct Eviction {
 
 impl CacheWindow {
     /// Records that `from..to` of `file` was just written.
-    pub(crate) fn wrote(&mut self, file: &Arc<File>, from: u64, to: u64) {
+    pub(crate) fn wrote(&mut self, file: &Path, from: u64, to: u64) {
         if to <= from {
             return;
         }
         self.kept_bytes += to - from;
         if let Some(last) = self.kept.back_mut() {
-            if Arc::ptr_eq(&last.file, file) && last.to == from {
+            if last.file == file && last.to == from {
                 last.to = to;
                 return;
             }
         }
         self.kept.push_back(Kept {
-            file: file.clone(),
+            file: file.to_path_buf(),
             from,
             to,
         });
     }
 
-    /// Forgets the ranges of a file that is being deleted, so the window does not keep it open.
-    pub(crate) fn forget(&mut self, file: &Arc<File>) {
+    /// Forgets the ranges of a file that is being deleted.
+    pub(crate) fn forget(&mut self, file: &Path) {
         let before = self.kept_bytes;
         let mut kept_bytes = 0;
         self.kept.retain(|k| {
-            let keep = !Arc::ptr_eq(&k.file, file);
+            let keep = k.file != file;
             if keep {
                 kept_bytes += k.to - k.from;
             }
@@ -107,7 +112,7 @@ impl CacheWindow {
     /// eviction of this log is under way. Cuts inside a file fall on page boundaries.
     pub(crate) fn take_behind(&mut self, window: u64) -> Option<Eviction> {
         if window == 0
-            || self.kept_bytes <= window + chunk(window)
+            || self.kept_bytes <= window.saturating_add(chunk(window))
             || self.busy.load(Ordering::Acquire)
         {
             return None;
@@ -246,13 +251,17 @@ impl Drop for Evictor {
     }
 }
 
-/// Writes back `len` bytes of `file` from `offset` and drops them from the page cache, with
-/// what lies between the [`FOLIO_MAX`] boundary below `offset` and it (evicted before, but
-/// perhaps held by a large folio across the last cut); whether the kernel took both. Advisory:
-/// a failure leaves the pages to the kernel's own reclaim.
+/// Writes back `len` bytes of the file at `path` from `offset` and drops them from the page
+/// cache, with what lies between the [`FOLIO_MAX`] boundary below `offset` and it (evicted
+/// before, but perhaps held by a large folio across the last cut); whether the kernel took
+/// both. Advisory: a failure (a segment deleted meanwhile, a write-back error, which the
+/// flusher's next fdatasync reports too) leaves the pages to the kernel.
 #[cfg(target_os = "linux")]
-fn evict(file: &File, offset: u64, len: u64) -> bool {
+fn evict(path: &Path, offset: u64, len: u64) -> bool {
     use std::os::fd::AsRawFd;
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
     let aligned = offset - offset % FOLIO_MAX;
     let (Ok(offset), Ok(len), Ok(aligned)) = (
         i64::try_from(offset),
@@ -283,8 +292,8 @@ fn evict(file: &File, offset: u64, len: u64) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn evict(file: &File, offset: u64, len: u64) -> bool {
-    let _ = (file, offset, len);
+fn evict(path: &Path, offset: u64, len: u64) -> bool {
+    let _ = (path, offset, len);
     false
 }
 
@@ -292,8 +301,8 @@ fn evict(file: &File, offset: u64, len: u64) -> bool {
 mod tests {
     use super::*;
 
-    fn file() -> Arc<File> {
-        Arc::new(File::open("/dev/null").expect("open /dev/null"))
+    fn file(name: &str) -> PathBuf {
+        PathBuf::from(name)
     }
 
     fn spans(e: &Eviction) -> Vec<(u64, u64)> {
@@ -302,7 +311,7 @@ mod tests {
 
     #[test]
     fn nothing_leaves_until_a_chunk_past_the_window() {
-        let f = file();
+        let f = file("a");
         let mut w = CacheWindow::default();
         let window = 4 << 20; // chunk: 1 MiB
         w.wrote(&f, 0, 5 << 20);
@@ -319,7 +328,7 @@ mod tests {
 
     #[test]
     fn whole_sealed_segments_leave_and_deleted_files_are_forgotten() {
-        let (a, b, c) = (file(), file(), file());
+        let (a, b, c) = (file("a"), file("b"), file("c"));
         let mut w = CacheWindow::default();
         let window = 1 << 20; // chunk 256 KiB
         w.wrote(&a, 0, 1000);
@@ -331,10 +340,10 @@ mod tests {
         let excess: u64 = 1_500_000 - (1 << 20);
         assert_eq!(e.ranges.len(), 1);
         assert_eq!(spans(&e), vec![(0, excess / PAGE * PAGE)]);
-        assert!(Arc::ptr_eq(&e.ranges[0].file, &a));
+        assert_eq!(e.ranges[0].file, a);
         e.busy.store(false, Ordering::Release);
         w.forget(&a);
         assert_eq!(w.kept_bytes, 900_000);
-        assert!(w.kept.iter().all(|k| !Arc::ptr_eq(&k.file, &a)));
+        assert!(w.kept.iter().all(|k| k.file != a));
     }
 }

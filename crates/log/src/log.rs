@@ -352,7 +352,7 @@ impl Log {
             segment_base: active.base_offset,
             segment_len: active.len,
         });
-        self.cache.wrote(&active.file, from, active.len);
+        self.cache.wrote(&active.path, from, active.len);
         if let Some(eviction) = self.cache.take_behind(self.flusher.cache_window()) {
             self.flusher.evict(eviction);
         }
@@ -647,7 +647,7 @@ impl Log {
     /// Takes the oldest segment out of the log; returns its files.
     fn drop_oldest(&mut self) -> Vec<PathBuf> {
         let gone = self.segments.remove(0);
-        self.cache.forget(&gone.file);
+        self.cache.forget(&gone.path);
         recovery::segment_files(&self.dir, gone.base_offset)
     }
 

@@ -196,6 +196,7 @@ fn clean_open_scans_nothing_and_a_crash_scans_only_the_tail() {
 /// Drop-behind: bytes older than the log's newest `cache_window` are written back and dropped
 /// from the page cache, read back identical from the disk, and the window itself stays.
 #[test]
+#[cfg(target_os = "linux")]
 fn bytes_behind_the_cache_window_leave_the_page_cache_and_read_back_identical() {
     const WINDOW: u64 = 1 << 20;
     let dir = TempDir::new("cache-window");
