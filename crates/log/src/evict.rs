@@ -95,17 +95,8 @@ impl CacheWindow {
 
     /// Forgets the ranges of a file that is being deleted.
     pub(crate) fn forget(&mut self, file: &Path) {
-        let before = self.kept_bytes;
-        let mut kept_bytes = 0;
-        self.kept.retain(|k| {
-            let keep = k.file != file;
-            if keep {
-                kept_bytes += k.to - k.from;
-            }
-            keep
-        });
-        debug_assert!(kept_bytes <= before);
-        self.kept_bytes = kept_bytes;
+        self.kept.retain(|k| k.file != file);
+        self.kept_bytes = self.kept.iter().map(|k| k.to - k.from).sum();
     }
 
     /// The ranges older than the newest `window` bytes, once they add up to a chunk and no

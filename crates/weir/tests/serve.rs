@@ -1089,6 +1089,17 @@ fn cached_pages(file: &std::fs::File) -> Option<u64> {
     (rc == 0).then_some(stat[0])
 }
 
+/// The first segment of partition 0 of the broker's only topic.
+fn first_segment(weir: &Weir) -> std::fs::File {
+    let topic_dir = std::fs::read_dir(weir._dir.0.join("partitions"))
+        .expect("partitions")
+        .next()
+        .expect("one topic")
+        .expect("entry")
+        .path();
+    std::fs::File::open(topic_dir.join("0/00000000000000000000.log")).expect("first segment")
+}
+
 /// `weir_partition_reads_total` on the reactor and on the pool.
 fn reads(weir: &Weir) -> (u64, u64) {
     let text = http_get(weir.http, "/metrics");
@@ -1145,14 +1156,7 @@ fn a_fetch_of_data_not_in_the_page_cache_is_read_off_the_reactor() {
         "a cached read"
     );
     // Written back and dropped from the page cache: the read waits for the disk, on the pool.
-    let partitions = weir._dir.0.join("partitions");
-    let topic_dir = std::fs::read_dir(&partitions)
-        .expect("partitions")
-        .next()
-        .expect("one topic")
-        .expect("entry")
-        .path();
-    let segment = std::fs::File::open(topic_dir.join("0/00000000000000000000.log")).expect("log");
+    let segment = first_segment(&weir);
     segment.sync_all().expect("sync");
     // SAFETY: posix_fadvise only reads its arguments.
     let rc = unsafe { libc::posix_fadvise(segment.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -1213,17 +1217,7 @@ fn bytes_behind_the_cache_window_are_evicted_and_read_back_from_the_disk() {
             sent.push(batch[16..].to_vec());
         }
     }
-    let segment = std::fs::File::open(
-        std::fs::read_dir(weir._dir.0.join("partitions"))
-            .expect("partitions")
-            .next()
-            .expect("one topic")
-            .expect("entry")
-            .path()
-            .join("0/00000000000000000000.log"),
-    )
-    .expect("first segment");
-    let cold = cached_pages(&segment);
+    let cold = cached_pages(&first_segment(&weir));
     let before = reads(&weir);
     let mut got = Vec::new();
     let mut offset = 0;
